@@ -1,0 +1,432 @@
+"""The ``cvm`` command: a thin layer over the pipeline functions.
+
+Every subcommand has ``--help``; state goes under ``CVM_HOME`` (default ``./cvm_home``).
+Errors a user can act on are printed as one line and exit with status 2; nothing here
+holds logic that a test could not reach through the functions it calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="cvm",
+    help="Customer Value Management scoring: features, models, scores and offers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+features_app = typer.Typer(help="Build, inspect and publish point-in-time feature snapshots.", no_args_is_help=True)
+profiles_app = typer.Typer(help="Identity resolution: golden customer records.", no_args_is_help=True)
+sources_app = typer.Typer(help="Check a dataset against the source contract.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+app.add_typer(profiles_app, name="profiles")
+app.add_typer(sources_app, name="sources")
+
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset directory (Parquet/CSV tables) or built-in name: completejourney.")]
+AsOfOpt = Annotated[str, typer.Option("--as-of", help="Snapshot date YYYY-MM-DD: only data strictly before 00:00 of this day is used.")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="duckdb (embedded, default) or spark.")]
+MasterOpt = Annotated[Optional[str], typer.Option("--spark-master", help="Spark master URL (default local[*]).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Experiment YAML (sections: features, validation, profiles).")]
+HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="State directory; default $CVM_HOME or ./cvm_home.", envvar="CVM_HOME")]
+
+
+class UserError(Exception):
+    """Something the user can fix; printed without a traceback."""
+
+
+def _parse_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"--as-of {value!r} is not a date (expected YYYY-MM-DD)") from None
+
+
+def _setup(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("py4j", "pyspark", "numexpr", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def _run(fn):
+    """Turn the errors a user can act on into one clear line and exit status 2."""
+    from cvm.config import ConfigError
+    from features.snapshot import EmptySnapshotError, SchemaMismatchError
+    from sources.dataset import DatasetError
+
+    try:
+        return fn()
+    except (UserError, DatasetError, ConfigError, SchemaMismatchError, EmptySnapshotError, FileNotFoundError) as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _home(home: Path | None):
+    from cvm.home import Home
+
+    return Home.from_env(home)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    """Customer Value Management scoring service."""
+    _setup(verbose)
+
+
+# --------------------------------------------------------------------------- synth
+@app.command()
+def synth(
+    customers: Annotated[int, typer.Option("--customers", "-n", min=1, help="Number of persons to simulate.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the dataset into (new or a previous synth output).")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same data.")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="parquet (typed) or csv (text, with text-level defects).")] = "parquet",
+) -> None:
+    """Generate a reproducible synthetic dataset (2024-01-01..2025-12-31) with ground truth in truth/."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sources.synth import generate
+
+    def go():
+        if fmt not in ("parquet", "csv"):
+            raise UserError(f"--format {fmt!r}: choose parquet or csv")
+        with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TextColumn("persons"),
+                      TimeElapsedColumn(), console=err, transient=False) as bar:
+            task = bar.add_task("synth", total=customers)
+            summary = generate(out, customers, seed, fmt=fmt,
+                               progress=lambda done, total: bar.update(task, completed=done, total=total))
+        table = Table(title=f"synthetic dataset {out}")
+        table.add_column("table")
+        table.add_column("rows", justify="right")
+        for name, n in summary.rows.items():
+            table.add_row(name, f"{n:,}")
+        console.print(table)
+
+    try:
+        _run(go)
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+# ------------------------------------------------------------------------ features
+def _print_build(result, published=None) -> None:
+    import pyarrow.dataset as pads
+
+    t = Table(title=f"sources of {result.dataset}")
+    for col in ("table", "rows in", "used", "quarantined", "reasons"):
+        t.add_column(col, justify="right" if col not in ("table", "reasons") else "left")
+    for name, rep in result.sources.items():
+        reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(rep["quarantined_by_reason"].items())) or "-"
+        t.add_row(name, f"{rep['rows_in']:,}", f"{rep['rows_clean']:,}", f"{rep['rows_quarantined']:,}", reasons)
+    console.print(t)
+    if result.profiles:
+        p = result.profiles
+        console.print(f"identity resolution: {p.get('records', '?'):,} source records -> "
+                      f"{p.get('profiles', '?'):,} customer profiles "
+                      f"({p.get('hub_identifiers', {}).get('count', 0) if isinstance(p.get('hub_identifiers'), dict) else p.get('hub_identifiers', 0)} hub identifiers not linked)")
+    df = pads.dataset(str(result.path)).to_table(
+        columns=["recency_days", "frequency", "monetary", "rfm_segment"]).to_pandas()
+    s = Table(title=f"feature snapshot as_of {result.as_of} ({result.engine})")
+    s.add_column("measure")
+    s.add_column("value", justify="right")
+    s.add_row("customers", f"{result.rows:,}")
+    s.add_row("features", f"{len(result.feature_set.model_features)} (+ customer_id, as_of)")
+    s.add_row("feature set", result.feature_set.fingerprint())
+    s.add_row("median recency (days)", f"{df.recency_days.median():.0f}")
+    s.add_row("median frequency (orders / 365 d)", f"{df.frequency.median():.0f}")
+    s.add_row("monetary, total (365 d)", f"{df.monetary.sum():,.2f}")
+    s.add_row("rows quarantined", f"{result.rows_quarantined:,}")
+    for step, secs in result.timings.items():
+        s.add_row(f"time: {step}", f"{secs:.2f} s")
+    s.add_row("written to", str(result.path))
+    if published is not None:
+        s.add_row("published (online store)", f"version {published.version}")
+    console.print(s)
+    seg = df.rfm_segment.value_counts()
+    g = Table(title="RFM segments")
+    g.add_column("segment")
+    g.add_column("customers", justify="right")
+    g.add_column("share", justify="right")
+    for name, n in seg.items():
+        g.add_row(str(name), f"{n:,}", f"{n / len(df):.1%}")
+    console.print(g)
+
+
+def build_and_maybe_publish(dataset: str, as_of: str, engine: str = "duckdb", spark_master: str | None = None,
+                            out: Path | None = None, config: Path | None = None, category_column: str | None = None,
+                            publish: bool = False, replace_schema: bool = False, home: Path | None = None):
+    from cvm.config import load_config
+    from cvm.engines import open_engine
+    from features.pipeline import build_snapshot
+    from sources.dataset import resolve_dataset
+
+    if engine not in ("duckdb", "spark"):
+        raise UserError(f"--engine {engine!r}: choose duckdb or spark")
+    if publish and out is not None:
+        raise UserError("--publish publishes the snapshot under CVM_HOME; it cannot be combined with --out")
+    day = _parse_date(as_of)
+    cfg = load_config(config)
+    h = _home(home)
+    ds = resolve_dataset(dataset, h, progress=True)
+    eng = open_engine(engine, spark_master=spark_master, temp_dir=h.tmp(ensure=True))
+    with err.status("building features") as status:
+        result = build_snapshot(ds, day, eng, h, config=cfg.features, validation=cfg.validation,
+                                profiles=cfg.profiles, out=out, category_column=category_column,
+                                replace_schema=replace_schema,
+                                step=lambda name: status.update(f"{name} ..."))
+    published = None
+    if publish:
+        published = _publish(h, ds.name, result.path, day, result)
+    eng.close()
+    return result, published
+
+
+def _publish(h, dataset: str, path: Path, day: date, result=None):
+    from features.online_store import open_online_store
+    from features.snapshot import read_metadata
+
+    store = open_online_store(h, dataset)
+    meta = read_metadata(path.parent, day)
+    with err.status("publishing to the online store"):
+        return store.publish(path, as_of=day, metadata={"fingerprint": meta.get("fingerprint"),
+                                                         "dataset": dataset})
+
+
+@features_app.command("build")
+def features_build(
+    dataset: DatasetOpt,
+    as_of: AsOfOpt,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Root directory for snapshots (default $CVM_HOME/features/<dataset>).")] = None,
+    engine: EngineOpt = "duckdb",
+    spark_master: MasterOpt = None,
+    config: ConfigOpt = None,
+    category_column: Annotated[Optional[str], typer.Option("--category-column", help="Products column used as category (e.g. product_category for completejourney).")] = None,
+    publish: Annotated[bool, typer.Option("--publish", help="Also publish the snapshot to the online store.")] = False,
+    replace_schema: Annotated[bool, typer.Option("--replace-schema", help="Accept a changed feature set: deletes older snapshots under the root.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Build the point-in-time feature snapshot of every customer with an order before --as-of."""
+    def go():
+        result, published = build_and_maybe_publish(dataset, as_of, engine, spark_master, out, config,
+                                                     category_column, publish, replace_schema, home)
+        _print_build(result, published)
+
+    _run(go)
+
+
+@features_app.command("publish")
+def features_publish(dataset: DatasetOpt, as_of: AsOfOpt, home: HomeOpt = None) -> None:
+    """Make the snapshot of --as-of the one the serving layer reads (atomic switch)."""
+    def go():
+        from features.snapshot import partition_dir
+        from sources.dataset import resolve_dataset
+
+        h = _home(home)
+        day = _parse_date(as_of)
+        name = resolve_dataset(dataset, h).name
+        path = partition_dir(h.features(name), day)
+        if not path.exists():
+            raise UserError(f"no snapshot for {name} as_of {day}: run `cvm features build --dataset {dataset} --as-of {day}` first")
+        snap = _publish(h, name, path, day)
+        console.print(f"published {name} as_of {day}: {snap.rows:,} customers (version {snap.version})")
+
+    _run(go)
+
+
+@features_app.command("lookup")
+def features_lookup(dataset: DatasetOpt, customer_id: Annotated[str, typer.Argument(help="Customer id.")],
+                    home: HomeOpt = None) -> None:
+    """Print one customer's published feature vector from the online store."""
+    def go():
+        from features.online_store import open_online_store
+        from sources.dataset import resolve_dataset
+
+        h = _home(home)
+        store = open_online_store(h, resolve_dataset(dataset, h).name)
+        row = store.get(customer_id)
+        if row is None:
+            raise UserError(f"customer {customer_id!r} is not in the published snapshot")
+        t = Table(title=f"customer {customer_id}")
+        t.add_column("feature")
+        t.add_column("value", justify="right")
+        for k, v in row.items():
+            t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+        console.print(t)
+
+    _run(go)
+
+
+@features_app.command("schema")
+def features_schema(dataset: DatasetOpt, home: HomeOpt = None) -> None:
+    """Print the feature set of a dataset's snapshots: names, dtypes and meaning."""
+    def go():
+        from features.snapshot import read_schema
+        from sources.dataset import resolve_dataset
+
+        h = _home(home)
+        name = resolve_dataset(dataset, h).name
+        schema = read_schema(h.features(name))
+        if schema is None:
+            raise UserError(f"no snapshot built for {name} yet: run `cvm features build --dataset {dataset} --as-of DATE`")
+        t = Table(title=f"feature set {schema['fingerprint']} of {name}")
+        for col in ("#", "name", "dtype", "group", "meaning"):
+            t.add_column(col)
+        for i, c in enumerate(schema["columns"]):
+            t.add_row(str(i), c["name"], c["dtype"], c["group"], c["description"])
+        console.print(t)
+
+    _run(go)
+
+
+# ------------------------------------------------------------------------- sources
+@sources_app.command("check")
+def sources_check(dataset: DatasetOpt, config: ConfigOpt = None, home: HomeOpt = None) -> None:
+    """Validate every table: contract columns, types; bad rows counted and quarantined."""
+    def go():
+        from cvm.config import load_config
+        from cvm.engines import open_engine
+        from sources.dataset import resolve_dataset
+        from sources.load import load_sources
+
+        h = _home(home)
+        cfg = load_config(config)
+        ds = resolve_dataset(dataset, h, progress=True)
+        eng = open_engine("duckdb", temp_dir=h.tmp(ensure=True))
+        qdir = h.quarantine(ds.name, ensure=True)
+        src = load_sources(ds, eng, validation=cfg.validation, quarantine_dir=qdir)
+        t = Table(title=f"{ds.name}: source contract check")
+        for col in ("table", "format", "files", "rows in", "used", "quarantined", "reasons"):
+            t.add_column(col)
+        for name, rep in src.reports.items():
+            tf = ds.tables[name]
+            reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(rep.quarantined.items())) or "-"
+            t.add_row(name, tf.fmt, str(len(tf.files)), f"{rep.rows_in:,}", f"{rep.rows_clean:,}",
+                      f"{rep.rows_quarantined:,}", reasons)
+        console.print(t)
+        if src.rows_quarantined:
+            console.print(f"quarantined rows (raw values and reason): {qdir}")
+
+    _run(go)
+
+
+# ------------------------------------------------------------------------ profiles
+@profiles_app.command("build")
+def profiles_build(dataset: DatasetOpt,
+                   as_of: Annotated[Optional[str], typer.Option("--as-of", help="Use only identities seen before this date.")] = None,
+                   config: ConfigOpt = None, home: HomeOpt = None) -> None:
+    """Link source records into golden customer profiles (written under $CVM_HOME/profiles)."""
+    def go():
+        from cvm.config import load_config
+        from cvm.engines import open_engine
+        from features.pipeline import link_profiles
+        from sources.dataset import resolve_dataset
+        from sources.load import load_sources
+
+        h = _home(home)
+        cfg = load_config(config)
+        ds = resolve_dataset(dataset, h)
+        if not ds.has("identities"):
+            raise UserError(f"dataset {ds.name} has no identities table: its customer ids are used as they are")
+        eng = open_engine("duckdb", temp_dir=h.tmp(ensure=True))
+        src = load_sources(ds, eng, validation=cfg.validation, tables=("identities", "customers"))
+        day = _parse_date(as_of) if as_of else None
+        with err.status("resolving identities"):
+            stats = link_profiles(src, day, h, cfg.profiles)
+        _print_stats("identity resolution", stats)
+        console.print(f"profiles written to {h.profiles(ds.name)}")
+
+    _run(go)
+
+
+@profiles_app.command("evaluate")
+def profiles_evaluate(dataset: DatasetOpt,
+                      truth: Annotated[Optional[Path], typer.Option("--truth", help="records.parquet with (source_system, source_id, person_id); default <dataset>/truth/records.parquet.")] = None,
+                      config: ConfigOpt = None, home: HomeOpt = None) -> None:
+    """Measure linkage precision and recall against a ground truth (the synthetic generator writes one)."""
+    def go():
+        import pandas as pd
+
+        from cvm.config import load_config
+        from cvm.engines import open_engine
+        from profiles.evaluate import linkage_quality
+        from profiles.resolve import resolve_identities
+        from sources.dataset import resolve_dataset
+        from sources.load import load_sources
+
+        h = _home(home)
+        cfg = load_config(config)
+        ds = resolve_dataset(dataset, h)
+        path = truth or ds.root / "truth" / "records.parquet"
+        if not path.exists():
+            raise UserError(f"no ground truth at {path}: pass --truth")
+        if not ds.has("identities"):
+            raise UserError(f"dataset {ds.name} has no identities table")
+        eng = open_engine("duckdb", temp_dir=h.tmp(ensure=True))
+        src = load_sources(ds, eng, validation=cfg.validation, tables=("identities",))
+        with err.status("resolving identities"):
+            resolution = resolve_identities(eng.execute(src["identities"]), cfg.profiles)
+        quality = linkage_quality(resolution.mapping, pd.read_parquet(path))
+        _print_stats("linkage quality (pairwise, against ground truth)", quality)
+
+    _run(go)
+
+
+def _print_stats(title: str, stats: dict) -> None:
+    t = Table(title=title)
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    for k, v in stats.items():
+        if isinstance(v, float):
+            t.add_row(k, f"{v:.4f}")
+        elif isinstance(v, int):
+            t.add_row(k, f"{v:,}")
+        else:
+            t.add_row(k, str(v))
+    console.print(t)
+
+
+# ---------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    as_of: Annotated[str, typer.Option("--as-of", help="Snapshot date on Complete Journey (data covers 2017).")] = "2017-10-01",
+    home: HomeOpt = None,
+) -> None:
+    """The main job end to end on Complete Journey: validate, build features, publish, look up."""
+    def go():
+        result, published = build_and_maybe_publish("completejourney", as_of, publish=True,
+                                                     replace_schema=True, home=home)
+        _print_build(result, published)
+        from features.online_store import open_online_store
+
+        import pyarrow.dataset as pads
+
+        store = open_online_store(_home(home), result.dataset)
+
+        first = pads.dataset(str(result.path)).to_table(columns=["customer_id"]).column(0)[0].as_py()
+        row = store.get(first)
+        console.print(f"online store lookup of customer {first}: segment {row['rfm_segment']}, "
+                      f"recency {row['recency_days']} d, frequency {row['frequency']}, monetary {row['monetary']:.2f}")
+        console.print("next: `cvm features schema --dataset completejourney` lists every feature.")
+
+    _run(go)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,2 @@
+"""Raw customer data: the table contract, loading with validation and quarantine,
+the built-in Complete Journey dataset and the synthetic generator."""

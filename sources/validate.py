@@ -1,0 +1,169 @@
+"""Validation of source tables: contract columns present, typed values, quarantine.
+
+Written as Ibis expressions so that DuckDB and Spark apply the same rules. A row is
+either used or quarantined with the first reason that applies; nothing is dropped
+silently. Returns (negative amounts) are data, not errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from datetime import datetime
+from pathlib import Path
+
+import ibis
+import ibis.expr.datatypes as dt
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from sources.contract import ColumnSpec, TableSpec
+from sources.dataset import DatasetError, TableFiles
+
+REASON = "_reason"
+
+
+class ValidationConfig(BaseModel):
+    """Row-level rules applied to every source table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_abs_amount: float = Field(1e7, gt=0, description="Money columns beyond +/- this are quarantined.")
+    min_timestamp: datetime = Field(datetime(1970, 1, 1), description="Earliest plausible timestamp.")
+    max_timestamp: datetime = Field(datetime(2100, 1, 1), description="Latest plausible timestamp.")
+    drop_duplicate_rows: bool = Field(
+        True, description="Quarantine exact duplicates of a row (all contract columns equal), keeping one."
+    )
+
+
+def file_columns(path: Path, fmt: str) -> list[str]:
+    """Column names of one file, read from its header only."""
+    if fmt == "parquet":
+        return list(pq.read_schema(path).names)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as fh:  # type: ignore[operator]
+        header = next(csv.reader(fh), None)
+    if header is None:
+        raise DatasetError(f"{path}: empty file, no header row")
+    return [h.strip() for h in header]
+
+
+def check_required_columns(tf: TableFiles, spec: TableSpec, renames: dict[str, str]) -> list[str]:
+    """Fail fast, naming the file and the column, when a required column is missing.
+
+    Returns the contract columns present in every file (after renames)."""
+    present: set[str] | None = None
+    for path in tf.files:
+        cols = [renames.get(c, c) for c in file_columns(path, tf.fmt)]
+        missing = [c for c in spec.required_columns if c not in cols]
+        if missing:
+            raise DatasetError(
+                f"{path}: table '{spec.name}' is missing required column"
+                f"{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)} "
+                f"(found: {', '.join(cols) or 'none'})"
+            )
+        present = set(cols) if present is None else present & set(cols)
+    return sorted(present or set())
+
+
+def _blank(v: ibis.Value, text: bool) -> ibis.BooleanValue:
+    if v.type().is_string():
+        return v.isnull() | ((v.strip() if text else v) == "")
+    return v.isnull()
+
+
+_NON_FINITE = ["nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"]
+
+
+def _non_finite_text(raw: ibis.Value) -> ibis.BooleanValue:
+    """Text spelling NaN or infinity: engines disagree on parsing these, so name them here."""
+    if not raw.type().is_string():
+        return ibis.literal(False)
+    return raw.strip().lower().isin(_NON_FINITE).fill_null(False)
+
+
+def _typed(raw: ibis.Value, col: ColumnSpec, text: bool) -> ibis.Value:
+    """The contract-typed value; columns already of the right type pass through untouched
+    (typed Parquet is the fast path), text is stripped and parsed."""
+    t = raw.type()
+    if col.dtype == "string":
+        if not t.is_string():
+            return raw.cast("string")
+        return raw.strip() if text else raw
+    if col.dtype == "timestamp":
+        if t.is_timestamp():
+            return raw if t.timezone is None and t.scale in (None, 6) else raw.cast(dt.Timestamp())
+        if t.is_date():
+            return raw.cast(dt.Timestamp())
+        return raw.cast("string").strip().try_cast(dt.Timestamp())
+    target = dt.float64 if col.dtype == "float64" else dt.int64
+    if t == target:
+        return raw
+    if t.is_numeric():
+        return raw.cast(target)
+    return raw.cast("string").strip().try_cast(target)
+
+
+def validate_table(raw: ibis.Table, spec: TableSpec, config: ValidationConfig, *, text: bool = False) -> ibis.Table:
+    """Add typed contract columns and a ``_reason`` column (null for a usable row).
+
+    ``text`` says the columns are text to parse (CSV) rather than typed (Parquet).
+    Returns the contract columns (typed), any extra attribute columns for tables that
+    keep them, ``_raw_*`` copies of every input column for quarantined rows (null for
+    usable rows), and ``_reason``.
+    """
+    contract = [c for c in spec.columns if c.name in raw.columns]
+    typed = {c.name: _typed(raw[c.name], c, text) for c in contract}
+    checks: list[tuple[ibis.BooleanValue, str]] = []
+    for c in contract:
+        if c.key:
+            checks.append((_blank(raw[c.name], text), f"{c.name} is missing"))
+    for c in contract:
+        if c.dtype == "string" or raw[c.name].type() == typed[c.name].type():
+            continue
+        unparsed = ~_blank(raw[c.name], True) & typed[c.name].isnull() & ~_non_finite_text(raw[c.name])
+        what = {"timestamp": "a valid timestamp", "float64": "a number", "int64": "an integer"}[c.dtype]
+        checks.append((unparsed, f"{c.name} is not {what}"))
+    for c in contract:
+        v = typed[c.name]
+        if c.dtype == "float64":
+            checks.append((v.isnan() | v.isinf() | _non_finite_text(raw[c.name]), f"{c.name} is not finite"))
+            checks.append((v.abs() > config.max_abs_amount,
+                           f"{c.name} is out of range (|x| > {config.max_abs_amount:g})"))
+        if c.dtype == "timestamp":
+            out = (v < ibis.timestamp(config.min_timestamp)) | (v >= ibis.timestamp(config.max_timestamp))
+            checks.append((out, f"{c.name} is out of range ({config.min_timestamp:%Y-%m-%d}.."
+                                f"{config.max_timestamp:%Y-%m-%d})"))
+    reason = ibis.null(dt.string)
+    for cond, msg in reversed(checks):
+        reason = ibis.ifelse(cond.fill_null(False), ibis.literal(msg), reason)
+
+    if config.drop_duplicate_rows and spec.name not in ("customers", "products"):
+        # An exact copy of an earlier row (every input column equal) is a duplicate.
+        copy_no = ibis.row_number().over(group_by=[raw[c] for c in raw.columns])
+        reason = ibis.ifelse(reason.isnull() & (copy_no > 0), ibis.literal("duplicate of another row"), reason)
+
+    extras = [c for c in raw.columns if c not in typed] if spec.keeps_extra_columns else []
+    staged = raw.mutate(**{REASON: reason})
+    return staged.select(
+        **{name: _typed(staged[name], spec.column(name), text) for name in typed},
+        **{c: staged[c] for c in extras},
+        **{f"_raw_{c}": ibis.ifelse(staged[REASON].notnull(), staged[c].cast("string"), ibis.null(dt.string))
+           for c in raw.columns},
+        **{REASON: staged[REASON]},
+    )
+
+
+def clean_rows(validated: ibis.Table) -> ibis.Table:
+    keep = [c for c in validated.columns if not c.startswith("_raw_") and c != REASON]
+    return validated.filter(validated[REASON].isnull()).select(*keep)
+
+
+def quarantined_rows(validated: ibis.Table, table: str) -> ibis.Table:
+    raw = [c for c in validated.columns if c.startswith("_raw_")]
+    q = validated.filter(validated[REASON].notnull())
+    return q.select(
+        _table=ibis.literal(table),
+        _reason=q[REASON],
+        **{c.removeprefix("_raw_"): q[c] for c in raw},
+    )

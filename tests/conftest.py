@@ -1,0 +1,120 @@
+"""Shared fixtures: a tiny hand-built dataset whose features are computed by hand."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+AS_OF = date(2024, 3, 1)
+T = pd.Timestamp
+
+
+def tiny_tables() -> dict[str, pd.DataFrame]:
+    """Customers A, B, C, D, E around as_of 2024-03-01 (see tests/test_features_golden.py)."""
+    tx = pd.DataFrame(
+        [
+            # customer, order, timestamp, amount, category, discount
+            ("A", "o1", T("2023-03-01 10:00"), 10.0, "grocery", 0.0),
+            ("A", "o2", T("2024-01-15 12:00"), 20.0, "grocery", 0.0),
+            ("A", "o2", T("2024-01-15 12:00"), 5.0, "dairy", 1.0),
+            ("A", "o3", T("2024-02-29 23:59"), 30.0, "dairy", 0.0),  # the day before as_of: counts
+            ("A", "o4", T("2024-03-01 00:00"), 100.0, "dairy", 0.0),  # 00:00 on as_of: does not count
+            ("B", "o5", T("2024-02-01 09:00"), 15.0, "grocery", 0.0),
+            ("B", "o5", T("2024-02-01 09:00"), -5.0, "grocery", 0.0),  # a return: data, not an error
+            ("B", "o6", T("2024-02-01 18:00"), 10.0, "bakery", 0.0),  # second order, same day
+            ("C", "o7", T("2024-03-01 08:00"), 40.0, "grocery", 0.0),  # only after as_of: not a customer yet
+            ("D", "o8", T("2022-12-01 12:00"), 50.0, "bakery", 0.0),  # older than the 365-day window
+        ],
+        columns=["customer_id", "order_id", "timestamp", "amount", "category", "discount"],
+    )
+    events = pd.DataFrame(
+        [
+            ("A", T("2024-01-15 11:00"), "add_to_cart"),  # ordered an hour later: not abandoned
+            ("A", T("2024-02-28 12:00"), "add_to_cart"),  # next order 36 h later: abandoned
+            ("A", T("2024-02-29 10:00"), "add_to_cart"),  # its 24 h end after as_of: not judged
+            ("A", T("2024-02-29 22:00"), "view"),
+            ("A", T("2024-03-01 00:00"), "view"),  # on as_of: ignored
+            ("A", T("2023-10-01 09:00"), "email_open"),  # outside the 90-day event window
+            ("B", T("2024-01-31 20:00"), "add_to_cart"),  # ordered 13 h later
+            ("B", T("2024-02-10 08:00"), "wishlist"),  # a type not in the list: "other"
+            ("E", T("2024-02-10 08:00"), "view"),  # no order: not in the snapshot
+        ],
+        columns=["customer_id", "timestamp", "event_type"],
+    )
+    contacts = pd.DataFrame(
+        [
+            ("A", "camp1", T("2024-02-01")),
+            ("A", "camp0", T("2023-01-01")),  # outside the 365-day window
+            ("D", "camp1", T("2024-02-01")),
+        ],
+        columns=["customer_id", "campaign_id", "timestamp"],
+    )
+    responses = pd.DataFrame(
+        [
+            ("A", "camp1", T("2024-02-03")),
+            ("D", "camp1", T("2024-03-01")),  # on as_of: ignored
+        ],
+        columns=["customer_id", "campaign_id", "timestamp"],
+    )
+    customers = pd.DataFrame(
+        [
+            ("A", T("2023-01-01"), "25-34", "Leeds", 2.0),
+            ("A", T("2024-02-15"), None, "York", 3.0),  # newer, age unknown: keep the older age
+            ("A", T("2024-03-01"), "35-44", "Hull", 4.0),  # recorded on as_of: not known yet
+            ("B", pd.NaT, "45-54", None, None),
+        ],
+        columns=["customer_id", "updated_at", "age_band", "city", "children"],
+    )
+    return {"transactions": tx, "events": events, "contacts": contacts, "responses": responses,
+            "customers": customers}
+
+
+def write_dataset(root: Path, tables: dict[str, pd.DataFrame], fmt: str = "parquet",
+                  yaml_text: str | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, df in tables.items():
+        if fmt == "parquet":
+            df.to_parquet(root / f"{name}.parquet", index=False)
+        else:
+            df.to_csv(root / f"{name}.csv", index=False)
+    if yaml_text:
+        (root / "dataset.yaml").write_text(yaml_text)
+    return root
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    from cvm.home import Home
+
+    monkeypatch.setenv("CVM_HOME", str(tmp_path / "home"))
+    return Home.from_env()
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path) -> Path:
+    return write_dataset(tmp_path / "tiny", tiny_tables(),
+                         yaml_text="name: tiny\ncategories: [grocery, dairy, bakery]\n")
+
+
+@pytest.fixture(scope="session")
+def duckdb_engine():
+    from cvm.engines import DuckDBEngine
+
+    engine = DuckDBEngine(threads=2)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def spark_engine():
+    from cvm.engines import SparkEngine
+
+    return SparkEngine(master="local[2]")
