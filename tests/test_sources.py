@@ -146,3 +146,13 @@ def test_category_from_products_catalog(tmp_path, duckdb_engine):
     assert set(got2.category) == {"dry", "milk", "bread"}
     with pytest.raises(DatasetError, match="products has no column 'nope'"):
         load_sources(open_directory(root), duckdb_engine, category_column="nope")
+
+
+def test_non_finite_amounts_in_parquet_are_quarantined(tmp_path, duckdb_engine):
+    """Parquet statistics leave NaN out; the check must not trust them (duckdb/duckdb#25521)."""
+    tx = pd.DataFrame({"customer_id": ["a", "b", "c", "d"], "order_id": ["1", "2", "3", "4"],
+                       "timestamp": pd.to_datetime(["2024-01-01"] * 4),
+                       "amount": [1.0, float("nan"), float("inf"), -float("inf")]})
+    root = write_dataset(tmp_path / "nan", {"transactions": tx})
+    src = load_sources(open_directory(root), duckdb_engine)
+    assert src.reports["transactions"].quarantined == {"amount is not finite": 3}
