@@ -108,9 +108,7 @@ def tiny_dataset(tmp_path) -> Path:
 def duckdb_engine():
     from cvm.engines import DuckDBEngine
 
-    engine = DuckDBEngine(threads=2)
-    yield engine
-    engine.close()
+    return DuckDBEngine(threads=2)
 
 
 @pytest.fixture(scope="session")

@@ -150,9 +150,15 @@ def test_category_from_products_catalog(tmp_path, duckdb_engine):
 
 def test_non_finite_amounts_in_parquet_are_quarantined(tmp_path, duckdb_engine):
     """Parquet statistics leave NaN out; the check must not trust them (duckdb/duckdb#25521)."""
-    tx = pd.DataFrame({"customer_id": ["a", "b", "c", "d"], "order_id": ["1", "2", "3", "4"],
-                       "timestamp": pd.to_datetime(["2024-01-01"] * 4),
-                       "amount": [1.0, float("nan"), float("inf"), -float("inf")]})
-    root = write_dataset(tmp_path / "nan", {"transactions": tx})
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tx = pa.table({"customer_id": ["a", "b", "c", "d"], "order_id": ["1", "2", "3", "4"],
+                   "timestamp": pa.array(pd.to_datetime(["2024-01-01"] * 4)),
+                   "amount": pa.array([1.0, float("nan"), float("inf"), -float("inf")])})
+    assert tx["amount"].null_count == 0  # real NaN, not null
+    root = tmp_path / "nan"
+    root.mkdir()
+    pq.write_table(tx, root / "transactions.parquet")
     src = load_sources(open_directory(root), duckdb_engine)
     assert src.reports["transactions"].quarantined == {"amount is not finite": 3}
