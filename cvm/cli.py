@@ -348,7 +348,7 @@ def profiles_build(dataset: DatasetOpt,
         src = load_sources(ds, eng, validation=cfg.validation, tables=("identities", "customers"))
         day = _parse_date(as_of) if as_of else None
         with err.status("resolving identities"):
-            stats = link_profiles(src, day, h, cfg.profiles)
+            stats = link_profiles(src, day, h, cfg.profiles, golden=True)
         _print_stats("identity resolution", stats)
         console.print(f"profiles written to {h.profiles(ds.name)}")
 

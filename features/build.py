@@ -31,12 +31,23 @@ def _ratio(num: ibis.NumericValue, den: ibis.NumericValue) -> ibis.FloatingValue
     return ibis.ifelse(den > 0, num / den.nullif(0), 0.0)
 
 
+def _lines(transactions: ibis.Table, cut: datetime, fs: FeatureSet) -> ibis.Table:
+    """Order lines before the cut-off, only the columns the features read."""
+    cols = ["customer_id", "order_id", "timestamp", "amount"]
+    if fs.shape.categories:
+        cols.append("category")
+    if fs.shape.has_discount:
+        cols.append("discount")
+    if fs.shape.has_coupon_discount:
+        cols.append("coupon_discount")
+    tx = transactions.select(*cols)
+    return tx.filter(tx.timestamp < _ts(cut))
+
+
 def _orders(lines: ibis.Table) -> ibis.Table:
     """Order level: one row per (customer, order), at the time of its first line."""
     return lines.group_by(["customer_id", "order_id"]).agg(
-        order_ts=lines.timestamp.min(),
-        amount=lines.amount.sum(),
-    )
+        order_ts=lines.timestamp.min(), amount=lines.amount.sum())
 
 
 def _customer_orders(orders: ibis.Table, cut: datetime, fs: FeatureSet) -> ibis.Table:
@@ -45,23 +56,24 @@ def _customer_orders(orders: ibis.Table, cut: datetime, fs: FeatureSet) -> ibis.
                                                        cfg.trend_window_days, 2 * cfg.trend_window_days}}
     o = orders
     n_orders = lambda where=None: o.order_id.count(where=where)  # noqa: E731
-    spend = lambda where=None: o.amount.sum(where=where).fill_null(0.0)  # noqa: E731
+    total = lambda col, where=None: o[col].sum(where=where).fill_null(0.0)  # noqa: E731
     t, t2 = since[cfg.trend_window_days], since[2 * cfg.trend_window_days]
+    in_w = o.order_ts >= since[cfg.rfm_window_days]
     aggs = {
         "_last_date": o.order_ts.max().date(),
         "_first_date": o.order_ts.min().date(),
-        "frequency": n_orders(o.order_ts >= since[cfg.rfm_window_days]),
-        "monetary": spend(o.order_ts >= since[cfg.rfm_window_days]),
+        "frequency": n_orders(in_w),
+        "monetary": total("amount", in_w),
         "orders_total": n_orders(),
-        "spend_total": spend(),
+        "spend_total": total("amount"),
         "_orders_recent": n_orders(o.order_ts >= t),
         "_orders_prior": n_orders((o.order_ts >= t2) & (o.order_ts < t)),
-        "_spend_recent": spend(o.order_ts >= t),
-        "_spend_prior": spend((o.order_ts >= t2) & (o.order_ts < t)),
+        "_spend_recent": total("amount", o.order_ts >= t),
+        "_spend_prior": total("amount", (o.order_ts >= t2) & (o.order_ts < t)),
     }
     for d in cfg.windows_days:
         aggs[f"orders_{d}d"] = n_orders(o.order_ts >= since[d])
-        aggs[f"spend_{d}d"] = spend(o.order_ts >= since[d])
+        aggs[f"spend_{d}d"] = total("amount", o.order_ts >= since[d])
     return o.group_by("customer_id").agg(**aggs)
 
 
@@ -76,34 +88,42 @@ def _inter_purchase(orders: ibis.Table) -> ibis.Table:
     )
 
 
-def _window_lines(lines: ibis.Table, cut: datetime, fs: FeatureSet) -> ibis.Table | None:
-    """Category mix and discount shares of the lines in the RFM window."""
+def _window_mix(lines: ibis.Table, cut: datetime, fs: FeatureSet) -> ibis.Table | None:
+    """Category mix and discount shares of the RFM-window spend.
+
+    Two steps: (customer, category) sums over the window's lines, then one row per
+    customer; the per-category conditions run on the small intermediate table."""
     shape, w = fs.shape, fs.config.rfm_window_days
     if not (shape.categories or shape.has_discount or shape.has_coupon_discount):
         return None
     lw = lines.filter(lines.timestamp >= _ts(cut - timedelta(days=w)))
-    aggs: dict[str, ibis.Value] = {"_spend_w": lw.amount.sum()}
+    keys = ["customer_id", "category"] if shape.categories else ["customer_id"]
+    sums: dict[str, ibis.Value] = {"_spend": lw.amount.sum()}
+    if shape.has_discount:
+        sums["_discount"] = lw.discount.sum().fill_null(0.0)
+    if shape.has_coupon_discount:
+        sums["_coupon"] = lw.coupon_discount.sum().fill_null(0.0)
+    by_cat = lw.group_by(keys).agg(**sums)
+    aggs: dict[str, ibis.Value] = {"_spend": by_cat["_spend"].sum()}
     if shape.categories:
-        aggs[f"distinct_categories_{w}d"] = lw.category.nunique()
+        aggs[f"distinct_categories_{w}d"] = by_cat.category.count()
         for i, cat in enumerate(shape.categories):
-            aggs[f"_cat_{i}"] = lw.amount.sum(where=lw.category == cat).fill_null(0.0)
-    if shape.has_discount:
-        aggs["_discount"] = lw.discount.sum().fill_null(0.0)
-    if shape.has_coupon_discount:
-        aggs["_coupon"] = lw.coupon_discount.sum().fill_null(0.0)
-    agg = lw.group_by("customer_id").agg(**aggs)
+            aggs[f"_cat_{i}"] = by_cat["_spend"].sum(where=by_cat.category == cat).fill_null(0.0)
+    for extra in ("_discount", "_coupon"):
+        if extra in sums:
+            aggs[extra] = by_cat[extra].sum()
+    cust = by_cat.group_by("customer_id").agg(**aggs)
     out: dict[str, ibis.Value] = {}
-    spend = agg["_spend_w"].fill_null(0.0)
     if shape.categories:
-        out[f"distinct_categories_{w}d"] = agg[f"distinct_categories_{w}d"]
-        for i, (cat, col) in enumerate(fs.category_columns().items()):
-            out[col] = _ratio(agg[f"_cat_{i}"], spend)
-    gross = spend + (agg["_discount"] if shape.has_discount else 0.0)
+        out[f"distinct_categories_{w}d"] = cust[f"distinct_categories_{w}d"]
+        for i, col in enumerate(fs.category_columns().values()):
+            out[col] = _ratio(cust[f"_cat_{i}"], cust["_spend"])
+    gross = cust["_spend"] + (cust["_discount"] if shape.has_discount else 0.0)
     if shape.has_discount:
-        out[f"discount_share_{w}d"] = _ratio(agg["_discount"], gross)
+        out[f"discount_share_{w}d"] = _ratio(cust["_discount"], gross)
     if shape.has_coupon_discount:
-        out[f"coupon_share_{w}d"] = _ratio(agg["_coupon"], gross)
-    return agg.select("customer_id", **out)
+        out[f"coupon_share_{w}d"] = _ratio(cust["_coupon"], gross)
+    return cust.select("customer_id", **out)
 
 
 def _events(events: ibis.Table, orders: ibis.Table, as_of: date, cut: datetime, fs: FeatureSet) -> ibis.Table:
@@ -223,7 +243,7 @@ CORE_COLUMNS = ["customer_id", "as_of", "recency_days", "tenure_days", "frequenc
 
 
 def _customers(lines: ibis.Table, as_of: date, fs: FeatureSet) -> tuple[ibis.Table, ibis.Table]:
-    """Orders and the customer-level order features (core, RFM, behaviour)."""
+    """Orders and the customer-level order features (core, RFM, behaviour, mix)."""
     cut = datetime.combine(as_of, time())
     orders = _orders(lines)
     cust = _customer_orders(orders, cut, fs)
@@ -250,7 +270,7 @@ def _customers(lines: ibis.Table, as_of: date, fs: FeatureSet) -> tuple[ibis.Tab
 
 def core_features(transactions: ibis.Table, as_of: date, fs: FeatureSet) -> ibis.Table:
     """Only the core contract (recency, tenure, frequency, monetary, scores, segment)."""
-    lines = transactions.filter(transactions.timestamp < _ts(datetime.combine(as_of, time())))
+    lines = _lines(transactions, datetime.combine(as_of, time()), fs)
     _, cust = _customers(lines, as_of, fs)
     return cust.select(
         *[ibis.date(as_of).name(c) if c == "as_of" else cust[c].cast(_DT[fs.dtypes[c]]) for c in CORE_COLUMNS]
@@ -266,14 +286,14 @@ def build_features(tables: Mapping[str, ibis.Table], as_of: date, fs: FeatureSet
     """
     cut = datetime.combine(as_of, time())
     tx = tables["transactions"]
-    lines = tx.filter(tx.timestamp < _ts(cut))
+    lines = _lines(tx, cut, fs)
     orders, cust = _customers(lines, as_of, fs)
     asof = ibis.date(as_of)
 
     parts: list[ibis.Table] = [_inter_purchase(orders)]
-    window_lines = _window_lines(lines, cut, fs)
-    if window_lines is not None:
-        parts.append(window_lines)
+    mix = _window_mix(lines, cut, fs)
+    if mix is not None:
+        parts.append(mix)
     if fs.shape.has_events:
         parts.append(_events(tables["events"], orders, as_of, cut, fs))
     if fs.shape.has_contacts:

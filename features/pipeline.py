@@ -17,7 +17,7 @@ from pathlib import Path
 import ibis
 import pandas as pd
 
-from cvm.engines import Engine
+from cvm.engines import Engine, release_memory
 from cvm.home import Home
 from features.build import build_features
 from features.config import FeatureConfig
@@ -79,7 +79,12 @@ def main_categories(sources: Sources, dataset: Dataset, config: FeatureConfig) -
     tx = sources["transactions"]
     if "category" not in tx.columns:
         return ()
-    if "product_id" in tx.columns:
+    column = sources.category_from or dataset.config.category_column
+    if sources.has("products") and column in sources["products"].columns:
+        catalog = sources["products"]
+        items = catalog.select("product_id", category=catalog[column].cast("string")).distinct()
+        ranked = items.group_by("category").agg(n=items.product_id.nunique())
+    elif "product_id" in tx.columns:
         items = tx.select("product_id", "category").distinct()
         ranked = items.group_by("category").agg(n=items.product_id.nunique())
     else:
@@ -110,11 +115,12 @@ def dataset_shape(sources: Sources, dataset: Dataset, config: FeatureConfig) -> 
 
 
 def link_profiles(sources: Sources, as_of: date | None, home: Home | None,
-                  config: ResolutionConfig | None = None) -> dict | None:
+                  config: ResolutionConfig | None = None, *, golden: bool = False) -> dict | None:
     """Replace source-record ids by golden customer ids when the dataset has identities.
 
     Point in time: with ``seen_at`` on identities, only links seen before ``as_of`` count.
-    The mapping (and the golden records) are written under ``$CVM_HOME/profiles``.
+    The mapping (and, with ``golden``, the golden records) are written under
+    ``$CVM_HOME/profiles/<dataset>/as_of=.../``.
     """
     if not sources.has("identities"):
         return None
@@ -126,10 +132,12 @@ def link_profiles(sources: Sources, as_of: date | None, home: Home | None,
     resolution = resolve_identities(identities, config or ResolutionConfig(), cutoff=cutoff)
     mapping = resolution.mapping[["source_system", "source_id", "customer_id"]]
     if home is not None:
-        _save_profiles(home, sources, identities, resolution, as_of)
-    by_record = mapping.drop_duplicates("source_id")
-    ambiguous = len(by_record) != len(mapping)
+        _save_profiles(home, sources, identities, resolution, as_of, golden)
+    ambiguous = mapping["source_id"].duplicated().any()
     m = engine.register(mapping.rename(columns={"customer_id": "_golden"}))
+    stats = resolution.stats
+    del identities, resolution, mapping
+    release_memory()
     for name in CUSTOMER_KEYED:
         if not sources.has(name):
             continue
@@ -148,20 +156,20 @@ def link_profiles(sources: Sources, as_of: date | None, home: Home | None,
             customer_id=ibis.coalesce(j["_golden"], t.customer_id),
             _record=t.customer_id,
         )
-    return resolution.stats
+    return stats
 
 
-def _save_profiles(home: Home, sources: Sources, identities: pd.DataFrame, resolution, as_of: date | None) -> None:
-    from profiles.survivorship import golden_records
-
-    customers = sources.engine.execute(sources["customers"]) if sources.has("customers") else None
-    golden = golden_records(identities, resolution, customers)
+def _save_profiles(home: Home, sources: Sources, identities: pd.DataFrame, resolution,
+                   as_of: date | None, golden: bool) -> None:
     out = home.profiles(sources.dataset.name, ensure=True)
-    suffix = f"as_of={as_of.isoformat()}" if as_of else "latest"
-    target = out / suffix
+    target = out / (f"as_of={as_of.isoformat()}" if as_of else "latest")
     target.mkdir(parents=True, exist_ok=True)
     resolution.mapping.to_parquet(target / "profile_map.parquet", index=False)
-    golden.to_parquet(target / "profiles.parquet", index=False)
+    if golden:
+        from profiles.survivorship import golden_records
+
+        customers = sources.engine.execute(sources["customers"]) if sources.has("customers") else None
+        golden_records(identities, resolution, customers).to_parquet(target / "profiles.parquet", index=False)
 
 
 def build_snapshot(

@@ -29,6 +29,9 @@ class TableSpec:
     required: bool = False
     #: extra columns are kept as attributes (``customers``, ``products``) instead of ignored
     keeps_extra_columns: bool = False
+    #: columns equal in any two exact duplicates, cheap to group on: duplicates are only
+    #: searched among rows sharing them (empty: duplicates are not searched)
+    dedupe_hint: tuple[str, ...] = ()
     description: str = ""
 
     @property
@@ -51,6 +54,7 @@ C = ColumnSpec
 TRANSACTIONS = TableSpec(
     "transactions",
     required=True,
+    dedupe_hint=("order_id", "amount"),
     description="One row per order line (or per order when there are no lines).",
     columns=(
         C("customer_id", "string", required=True, key=True,
@@ -72,6 +76,7 @@ TRANSACTIONS = TableSpec(
 
 IDENTITIES = TableSpec(
     "identities",
+    dedupe_hint=("source_id", "value"),
     description="Identifiers seen on source records; linked into golden customer profiles.",
     columns=(
         C("source_system", "string", required=True, key=True, description="crm, web, app, pos..."),
@@ -85,6 +90,7 @@ IDENTITIES = TableSpec(
 
 EVENTS = TableSpec(
     "events",
+    dedupe_hint=("customer_id", "timestamp"),
     description="Behavioural events: view, add_to_cart, purchase, email_open, email_click, support_ticket...",
     columns=(
         C("customer_id", "string", required=True, key=True),
@@ -96,6 +102,7 @@ EVENTS = TableSpec(
 
 CONTACTS = TableSpec(
     "contacts",
+    dedupe_hint=("customer_id", "campaign_id"),
     description="Campaign sends: who was contacted, by which campaign, when.",
     columns=(
         C("customer_id", "string", required=True, key=True),
@@ -108,6 +115,7 @@ CONTACTS = TableSpec(
 
 RESPONSES = TableSpec(
     "responses",
+    dedupe_hint=("customer_id", "campaign_id"),
     description="Campaign responses: redemptions or conversions.",
     columns=(
         C("customer_id", "string", required=True, key=True),

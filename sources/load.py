@@ -9,12 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ibis
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from cvm.engines import Engine, replace_directory
 from sources.contract import TABLES
-from sources.dataset import Dataset, DatasetError
+from sources.dataset import Dataset, DatasetError, TableFiles
 from sources.validate import (
-    REASON,
+    duplicate_candidates,
     ValidationConfig,
     check_required_columns,
     clean_rows,
@@ -49,6 +52,8 @@ class Sources:
     engine: Engine
     tables: dict[str, ibis.Table]
     reports: dict[str, TableReport]
+    #: the products column transactions got their category from (None: their own column)
+    category_from: str | None = None
 
     def has(self, name: str) -> bool:
         return name in self.tables
@@ -97,49 +102,73 @@ def load_sources(
     reports: dict[str, TableReport] = {}
     for name in wanted:
         text = dataset.tables[name].fmt == "csv"
-        # Cached (a DuckDB temp table, a cached Spark frame): validation runs once and the
-        # counts, the quarantine and every feature query read the result.
-        validated = validate_table(read_raw(dataset, engine, name), TABLES[name], validation, text=text).cache()
-        counts = engine.execute(validated.group_by(REASON).agg(n=ibis._.count()))
-        by_reason = {r: int(n) for r, n in zip(counts[REASON], counts["n"]) if isinstance(r, str)}
-        total = int(counts["n"].sum())
+        raw = read_raw(dataset, engine, name)
+        candidates = None
+        if validation.drop_duplicate_rows:
+            candidates = duplicate_candidates(raw, TABLES[name])
+            # Few rows (values shared by several rows): materialised once on every engine.
+            candidates = candidates.cache() if candidates is not None else None
+        validated = engine.reuse(validate_table(raw, TABLES[name], validation, text=text, candidates=candidates))
+        rejected = quarantined_rows(validated, name)
+        if quarantine_dir is not None:
+            by_reason = _write_quarantine(engine, rejected, quarantine_dir / name)
+        else:
+            counts = engine.execute(rejected.group_by("_reason").agg(n=ibis._.count()))
+            by_reason = {str(r): int(n) for r, n in zip(counts["_reason"], counts["n"])}
+        total = _row_count(dataset.tables[name], engine, raw)
         reports[name] = TableReport(name, total, total - sum(by_reason.values()), by_reason)
         if by_reason:
             log.warning("%s: %d of %d rows quarantined (%s)", name, sum(by_reason.values()), total,
                         ", ".join(f"{r}: {n}" for r, n in sorted(by_reason.items())))
-            if quarantine_dir is not None:
-                _write_quarantine(engine, quarantined_rows(validated, name), quarantine_dir / name)
-        elif quarantine_dir is not None and (quarantine_dir / name).exists():
-            shutil.rmtree(quarantine_dir / name)
         clean[name] = clean_rows(validated)
 
+    category_from = None
     if "transactions" in clean:
-        clean["transactions"] = _attach_category(clean, dataset, category_column)
-    return Sources(dataset, engine, clean, reports)
+        clean["transactions"], category_from = _attach_category(clean, dataset, category_column)
+    return Sources(dataset, engine, clean, reports, category_from)
 
 
-def _write_quarantine(engine: Engine, rows: ibis.Table, final: Path) -> None:
+def _row_count(tf: TableFiles, engine: Engine, raw: ibis.Table) -> int:
+    """Rows in the table's files: from Parquet footers (free), else by counting."""
+    if tf.fmt == "parquet":
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in tf.files)
+    return int(engine.execute(raw.count()))
+
+
+def _write_quarantine(engine: Engine, rows: ibis.Table, final: Path) -> dict[str, int]:
+    """Write the rejected rows (one pass over the validated table) and count them by reason.
+
+    The previous quarantine of the table is replaced, or removed when nothing is rejected.
+    """
     staged = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}")
     try:
         engine.write_parquet(rows, staged)
-        replace_directory(staged, final)
+        reasons = pads.dataset(str(staged), format="parquet").to_table(columns=["_reason"]).column(0)
+        counts = {str(item["values"]): int(item["counts"]) for item in pc.value_counts(reasons).to_pylist()}
+        if counts:
+            replace_directory(staged, final)
+        elif final.exists():
+            shutil.rmtree(final)
+        return counts
     finally:
         shutil.rmtree(staged, ignore_errors=True)
 
 
-def _attach_category(clean: dict[str, ibis.Table], dataset: Dataset, category_column: str | None) -> ibis.Table:
-    """Give transaction lines a ``category`` from the catalog when they lack one."""
+def _attach_category(clean: dict[str, ibis.Table], dataset: Dataset,
+                     category_column: str | None) -> tuple[ibis.Table, str | None]:
+    """Give transaction lines a ``category`` from the catalog when they lack one (or when
+    ``category_column`` asks for a catalog level); return the catalog column used."""
     tx = clean["transactions"]
     column = category_column or dataset.config.category_column
     if "category" in tx.columns and category_column is None:
-        return tx
+        return tx, None
     products = clean.get("products")
     if products is None or "product_id" not in tx.columns:
         if category_column is not None:
             raise DatasetError(
                 f"category column {column!r} requested but the dataset has no products table "
                 "and product_id on transactions")
-        return tx
+        return tx, None
     if column not in products.columns:
         raise DatasetError(
             f"products has no column {column!r} to use as category "
@@ -148,4 +177,4 @@ def _attach_category(clean: dict[str, ibis.Table], dataset: Dataset, category_co
     catalog = products.group_by("product_id").agg(_cat=products[column].cast("string").min())
     tx = tx.drop("category") if "category" in tx.columns else tx
     joined = tx.left_join(catalog, tx.product_id == catalog.product_id)
-    return joined.select(*[tx[c] for c in tx.columns], category=joined["_cat"])
+    return joined.select(*[tx[c] for c in tx.columns], category=joined["_cat"]), column

@@ -32,7 +32,7 @@ class ValidationConfig(BaseModel):
     min_timestamp: datetime = Field(datetime(1970, 1, 1), description="Earliest plausible timestamp.")
     max_timestamp: datetime = Field(datetime(2100, 1, 1), description="Latest plausible timestamp.")
     drop_duplicate_rows: bool = Field(
-        True, description="Quarantine exact duplicates of a row (all contract columns equal), keeping one."
+        True, description="Quarantine exact copies of a row (every column equal), keeping the first."
     )
 
 
@@ -104,15 +104,45 @@ def _typed(raw: ibis.Value, col: ColumnSpec, text: bool) -> ibis.Value:
     return raw.cast("string").strip().try_cast(target)
 
 
-def validate_table(raw: ibis.Table, spec: TableSpec, config: ValidationConfig, *, text: bool = False) -> ibis.Table:
+def duplicate_candidates(raw: ibis.Table, spec: TableSpec) -> ibis.Table | None:
+    """Values of the table's ``dedupe_hint`` columns that more than one row shares.
+
+    Exact duplicates agree on every column, so they can only be among these rows; the
+    (costly) comparison of whole rows then runs on a small fraction of the table.
+    """
+    keys = [k for k in spec.dedupe_hint if k in raw.columns]
+    if not keys:
+        return None
+    return raw.group_by(keys).agg(_n=ibis._.count()).filter(ibis._._n > 1).select(*keys)
+
+
+def _with_copy_number(raw: ibis.Table, candidates: ibis.Table) -> ibis.Table:
+    """``raw`` plus ``_copy``: 0 for a first occurrence, 1, 2... for exact copies of it.
+
+    Rows outside the candidates (an anti-join) cannot be copies; the window that numbers
+    copies runs on the candidate rows only (a semi-join). Two independent scans of the
+    input cost less than sharing one materialised intermediate between the branches."""
+    keys = list(candidates.columns)
+    on = [raw[k] == candidates[k] for k in keys]
+    plain = raw.anti_join(candidates, on).select(*raw.columns, _copy=ibis.literal(0, type="int64"))
+    maybe = raw.semi_join(candidates, on)
+    maybe = maybe.select(*raw.columns, _copy=ibis.row_number().over(group_by=[maybe[c] for c in raw.columns]))
+    return plain.union(maybe, distinct=False)
+
+
+def validate_table(raw: ibis.Table, spec: TableSpec, config: ValidationConfig, *, text: bool = False,
+                   candidates: ibis.Table | None = None) -> ibis.Table:
     """Add typed contract columns and a ``_reason`` column (null for a usable row).
 
     ``text`` says the columns are text to parse (CSV) rather than typed (Parquet).
+    ``candidates`` (from ``duplicate_candidates``) turns on the search for exact duplicates.
     Returns the contract columns (typed), any extra attribute columns for tables that
-    keep them, ``_raw_*`` copies of every input column for quarantined rows (null for
-    usable rows), and ``_reason``.
+    keep them, ``_raw_*``: every input column as read, and ``_reason``.
     """
-    contract = [c for c in spec.columns if c.name in raw.columns]
+    columns = list(raw.columns)
+    if candidates is not None and config.drop_duplicate_rows:
+        raw = _with_copy_number(raw, candidates)
+    contract = [c for c in spec.columns if c.name in columns]
     typed = {c.name: _typed(raw[c.name], c, text) for c in contract}
     checks: list[tuple[ibis.BooleanValue, str]] = []
     for c in contract:
@@ -137,23 +167,20 @@ def validate_table(raw: ibis.Table, spec: TableSpec, config: ValidationConfig, *
             out = (v < ibis.timestamp(config.min_timestamp)) | (v >= ibis.timestamp(config.max_timestamp))
             checks.append((out, f"{c.name} is out of range ({config.min_timestamp:%Y-%m-%d}.."
                                 f"{config.max_timestamp:%Y-%m-%d})"))
+    if "_copy" in raw.columns:
+        checks.append((raw["_copy"] > 0, "duplicate of another row"))
     reason = ibis.null(dt.string)
     for cond, msg in reversed(checks):
         reason = ibis.ifelse(cond.fill_null(False), ibis.literal(msg), reason)
 
-    if config.drop_duplicate_rows and spec.name not in ("customers", "products"):
-        # An exact copy of an earlier row (every input column equal) is a duplicate.
-        copy_no = ibis.row_number().over(group_by=[raw[c] for c in raw.columns])
-        reason = ibis.ifelse(reason.isnull() & (copy_no > 0), ibis.literal("duplicate of another row"), reason)
-
-    extras = [c for c in raw.columns if c not in typed] if spec.keeps_extra_columns else []
-    staged = raw.mutate(**{REASON: reason})
-    return staged.select(
-        **{name: _typed(staged[name], spec.column(name), text) for name in typed},
-        **{c: staged[c] for c in extras},
-        **{f"_raw_{c}": ibis.ifelse(staged[REASON].notnull(), staged[c].cast("string"), ibis.null(dt.string))
-           for c in raw.columns},
-        **{REASON: staged[REASON]},
+    extras = [c for c in columns if c not in typed] if spec.keeps_extra_columns else []
+    # The raw inputs ride along untouched (free when the column is already typed) and are
+    # turned into text only for the few quarantined rows, in ``quarantined_rows``.
+    return raw.select(
+        **typed,
+        **{c: raw[c] for c in extras},
+        **{f"_raw_{c}": raw[c] for c in columns},
+        **{REASON: reason},
     )
 
 
@@ -163,10 +190,11 @@ def clean_rows(validated: ibis.Table) -> ibis.Table:
 
 
 def quarantined_rows(validated: ibis.Table, table: str) -> ibis.Table:
+    """The rejected rows: the table name, the reason and every input value as text."""
     raw = [c for c in validated.columns if c.startswith("_raw_")]
     q = validated.filter(validated[REASON].notnull())
     return q.select(
         _table=ibis.literal(table),
         _reason=q[REASON],
-        **{c.removeprefix("_raw_"): q[c] for c in raw},
+        **{c.removeprefix("_raw_"): q[c].cast("string") for c in raw},
     )
