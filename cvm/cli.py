@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -55,8 +56,9 @@ def _parse_date(value: str) -> date:
 
 
 def _setup(verbose: bool) -> None:
+    # Summaries are printed as tables; logs are for warnings (quarantined rows...) unless -v.
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -68,14 +70,20 @@ def _setup(verbose: bool) -> None:
 def _run(fn):
     """Turn the errors a user can act on into one clear line and exit status 2."""
     from cvm.config import ConfigError
+    from features.online_store import OnlineStoreError
     from features.snapshot import EmptySnapshotError, SchemaMismatchError
     from sources.dataset import DatasetError
 
     try:
         return fn()
-    except (UserError, DatasetError, ConfigError, SchemaMismatchError, EmptySnapshotError, FileNotFoundError) as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+    except (UserError, DatasetError, ConfigError, SchemaMismatchError, EmptySnapshotError, FileNotFoundError,
+            OnlineStoreError) as exc:
+        _error(exc)
+
+
+def _error(exc: BaseException) -> None:
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+    raise typer.Exit(2)
 
 
 def _home(home: Path | None):
@@ -85,7 +93,7 @@ def _home(home: Path | None):
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress (INFO), not only warnings.")] = False) -> None:
     """Customer Value Management scoring service."""
     _setup(verbose)
 
@@ -120,9 +128,8 @@ def synth(
 
     try:
         _run(go)
-    except ValueError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+    except ValueError as exc:  # the generator refuses bad arguments and foreign directories
+        _error(exc)
 
 
 # ------------------------------------------------------------------------ features
@@ -138,9 +145,9 @@ def _print_build(result, published=None) -> None:
     console.print(t)
     if result.profiles:
         p = result.profiles
-        console.print(f"identity resolution: {p.get('records', '?'):,} source records -> "
-                      f"{p.get('profiles', '?'):,} customer profiles "
-                      f"({p.get('hub_identifiers', {}).get('count', 0) if isinstance(p.get('hub_identifiers'), dict) else p.get('hub_identifiers', 0)} hub identifiers not linked)")
+        hubs = p.get("hub_identifiers", {}).get("total", 0)
+        console.print(f"identity resolution: {p['records']:,} source records -> {p['profiles']:,} customer "
+                      f"profiles; {hubs:,} hub identifiers (shared by too many records) not used to link")
     df = pads.dataset(str(result.path)).to_table(
         columns=["recency_days", "frequency", "monetary", "rfm_segment"]).to_pandas()
     s = Table(title=f"feature snapshot as_of {result.as_of} ({result.engine})")
@@ -155,7 +162,6 @@ def _print_build(result, published=None) -> None:
     s.add_row("rows quarantined", f"{result.rows_quarantined:,}")
     for step, secs in result.timings.items():
         s.add_row(f"time: {step}", f"{secs:.2f} s")
-    s.add_row("written to", str(result.path))
     if published is not None:
         s.add_row("published (online store)", f"version {published.version}")
     console.print(s)
@@ -167,6 +173,7 @@ def _print_build(result, published=None) -> None:
     for name, n in seg.items():
         g.add_row(str(name), f"{n:,}", f"{n / len(df):.1%}")
     console.print(g)
+    console.print(f"snapshot written to {result.path}")
 
 
 def build_and_maybe_publish(dataset: str, as_of: str, engine: str = "duckdb", spark_master: str | None = None,
@@ -355,37 +362,38 @@ def profiles_build(dataset: DatasetOpt,
     _run(go)
 
 
+def _linkage_quality(dataset: str, truth: Path | None, config: Path | None, home: Path | None) -> dict:
+    import pandas as pd
+
+    from cvm.config import load_config
+    from cvm.engines import open_engine
+    from profiles.evaluate import linkage_quality
+    from profiles.resolve import resolve_identities
+    from sources.dataset import resolve_dataset
+    from sources.load import load_sources
+
+    h = _home(home)
+    cfg = load_config(config)
+    ds = resolve_dataset(dataset, h)
+    path = truth or ds.root / "truth" / "records.parquet"
+    if not path.exists():
+        raise UserError(f"no ground truth at {path}: pass --truth")
+    if not ds.has("identities"):
+        raise UserError(f"dataset {ds.name} has no identities table")
+    eng = open_engine("duckdb", temp_dir=h.tmp(ensure=True))
+    src = load_sources(ds, eng, validation=cfg.validation, tables=("identities",))
+    with err.status("resolving identities"):
+        resolution = resolve_identities(eng.execute(src["identities"]), cfg.profiles)
+    return linkage_quality(resolution.mapping, pd.read_parquet(path))
+
+
 @profiles_app.command("evaluate")
 def profiles_evaluate(dataset: DatasetOpt,
                       truth: Annotated[Optional[Path], typer.Option("--truth", help="records.parquet with (source_system, source_id, person_id); default <dataset>/truth/records.parquet.")] = None,
                       config: ConfigOpt = None, home: HomeOpt = None) -> None:
     """Measure linkage precision and recall against a ground truth (the synthetic generator writes one)."""
-    def go():
-        import pandas as pd
-
-        from cvm.config import load_config
-        from cvm.engines import open_engine
-        from profiles.evaluate import linkage_quality
-        from profiles.resolve import resolve_identities
-        from sources.dataset import resolve_dataset
-        from sources.load import load_sources
-
-        h = _home(home)
-        cfg = load_config(config)
-        ds = resolve_dataset(dataset, h)
-        path = truth or ds.root / "truth" / "records.parquet"
-        if not path.exists():
-            raise UserError(f"no ground truth at {path}: pass --truth")
-        if not ds.has("identities"):
-            raise UserError(f"dataset {ds.name} has no identities table")
-        eng = open_engine("duckdb", temp_dir=h.tmp(ensure=True))
-        src = load_sources(ds, eng, validation=cfg.validation, tables=("identities",))
-        with err.status("resolving identities"):
-            resolution = resolve_identities(eng.execute(src["identities"]), cfg.profiles)
-        quality = linkage_quality(resolution.mapping, pd.read_parquet(path))
-        _print_stats("linkage quality (pairwise, against ground truth)", quality)
-
-    _run(go)
+    _run(lambda: _print_stats("linkage quality (pairwise, against ground truth)",
+                              _linkage_quality(dataset, truth, config, home)))
 
 
 def _print_stats(title: str, stats: dict) -> None:
@@ -406,24 +414,40 @@ def _print_stats(title: str, stats: dict) -> None:
 @app.command()
 def demo(
     as_of: Annotated[str, typer.Option("--as-of", help="Snapshot date on Complete Journey (data covers 2017).")] = "2017-10-01",
+    synthetic_customers: Annotated[int, typer.Option("--synthetic-customers", min=0, help="Persons in the synthetic part (0 skips it).")] = 20_000,
     home: HomeOpt = None,
 ) -> None:
-    """The main job end to end on Complete Journey: validate, build features, publish, look up."""
+    """The main job end to end: features on Complete Journey (real data), published and looked up;
+    then a synthetic dataset with messy identities: golden records, features, linkage quality."""
     def go():
+        import pyarrow.dataset as pads
+
+        from features.online_store import open_online_store
+
+        console.rule("[bold]1. Complete Journey (Dunnhumby, real data): point-in-time features")
         result, published = build_and_maybe_publish("completejourney", as_of, publish=True,
                                                      replace_schema=True, home=home)
         _print_build(result, published)
-        from features.online_store import open_online_store
-
-        import pyarrow.dataset as pads
-
         store = open_online_store(_home(home), result.dataset)
-
         first = pads.dataset(str(result.path)).to_table(columns=["customer_id"]).column(0)[0].as_py()
         row = store.get(first)
         console.print(f"online store lookup of customer {first}: segment {row['rfm_segment']}, "
                       f"recency {row['recency_days']} d, frequency {row['frequency']}, monetary {row['monetary']:.2f}")
-        console.print("next: `cvm features schema --dataset completejourney` lists every feature.")
+        if synthetic_customers:
+            from sources.synth import generate
+
+            console.rule(f"[bold]2. Synthetic data, {synthetic_customers:,} persons with messy identities")
+            out = _home(home).datasets(ensure=True) / "synthetic-demo"
+            with err.status("generating"):
+                generate(out, synthetic_customers, seed=0)
+            result, _ = build_and_maybe_publish(str(out), "2025-07-01", replace_schema=True, home=home)
+            _print_build(result)
+            _print_stats("identity resolution against the generator's ground truth (pairwise)",
+                         {k: v for k, v in _linkage_quality(str(out), None, None, home).items()
+                          if k in ("precision", "recall", "f1", "true_persons", "predicted_profiles",
+                                   "persons_split", "profiles_merging_persons")})
+        console.print("next: `cvm features schema --dataset completejourney` lists every feature; "
+                      "`cvm --help` lists the commands.")
 
     _run(go)
 

@@ -67,9 +67,19 @@ def check_required_columns(tf: TableFiles, spec: TableSpec, renames: dict[str, s
 
 
 def _blank(v: ibis.Value, text: bool) -> ibis.BooleanValue:
-    if v.type().is_string():
+    t = v.type()
+    if t.is_string():
         return v.isnull() | ((v.strip() if text else v) == "")
+    if t.is_floating():
+        # Ibis on Spark counts NaN as null; NaN is "not finite", not missing, on every engine.
+        return v.isnull() & ~_non_finite(v)
     return v.isnull()
+
+
+def _non_finite(v: ibis.NumericValue) -> ibis.BooleanValue:
+    """True exactly for NaN and +/-inf. Not isnan(): DuckDB folds it to false from Parquet
+    statistics, which leave NaN out (duckdb/duckdb#25521)."""
+    return ((v - v) != 0).fill_null(False)
 
 
 _NON_FINITE = ["nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"]
@@ -157,10 +167,7 @@ def validate_table(raw: ibis.Table, spec: TableSpec, config: ValidationConfig, *
     for c in contract:
         v = typed[c.name]
         if c.dtype == "float64":
-            # (v - v) != 0 is true exactly for NaN and +/-inf. Not isnan(): DuckDB folds it to
-            # false from Parquet statistics, which leave NaN out (duckdb/duckdb#25521).
-            non_finite = ((v - v) != 0).fill_null(False)
-            checks.append((non_finite | _non_finite_text(raw[c.name]), f"{c.name} is not finite"))
+            checks.append((_non_finite(v) | _non_finite_text(raw[c.name]), f"{c.name} is not finite"))
             checks.append((v.abs() > config.max_abs_amount,
                            f"{c.name} is out of range (|x| > {config.max_abs_amount:g})"))
         if c.dtype == "timestamp":
