@@ -37,6 +37,7 @@ console = Console(stderr=False)
 err = Console(stderr=True)
 
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset directory (Parquet/CSV tables) or built-in name: completejourney.")]
+ConfigDatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset directory (Parquet/CSV tables) or built-in name: completejourney. Default: `dataset` of --config.")]
 AsOfOpt = Annotated[str, typer.Option("--as-of", help="Snapshot date YYYY-MM-DD: only data strictly before 00:00 of this day is used.")]
 EngineOpt = Annotated[str, typer.Option("--engine", help="duckdb (embedded, default) or spark.")]
 MasterOpt = Annotated[Optional[str], typer.Option("--spark-master", help="Spark master URL (default local[*]).")]
@@ -84,6 +85,14 @@ def _run(fn):
 def _error(exc: BaseException) -> None:
     err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _dataset_spec(dataset: str | None, cfg) -> str:
+    """--dataset, else the config's ``dataset``."""
+    spec = dataset or cfg.dataset
+    if not spec:
+        raise UserError("no dataset: pass --dataset DIR|completejourney (or set `dataset:` in --config)")
+    return spec
 
 
 def _home(home: Path | None):
@@ -176,7 +185,7 @@ def _print_build(result, published=None) -> None:
     console.print(f"snapshot written to {result.path}")
 
 
-def build_and_maybe_publish(dataset: str, as_of: str, engine: str = "duckdb", spark_master: str | None = None,
+def build_and_maybe_publish(dataset: str | None, as_of: str, engine: str = "duckdb", spark_master: str | None = None,
                             out: Path | None = None, config: Path | None = None, category_column: str | None = None,
                             publish: bool = False, replace_schema: bool = False, home: Path | None = None):
     from cvm.config import load_config
@@ -191,7 +200,7 @@ def build_and_maybe_publish(dataset: str, as_of: str, engine: str = "duckdb", sp
     day = _parse_date(as_of)
     cfg = load_config(config)
     h = _home(home)
-    ds = resolve_dataset(dataset, h, progress=True)
+    ds = resolve_dataset(_dataset_spec(dataset, cfg), h, progress=True)
     eng = open_engine(engine, spark_master=spark_master, temp_dir=h.tmp(ensure=True))
     with err.status("building features") as status:
         result = build_snapshot(ds, day, eng, h, config=cfg.features, validation=cfg.validation,
@@ -218,8 +227,8 @@ def _publish(h, dataset: str, path: Path, day: date, result=None):
 
 @features_app.command("build")
 def features_build(
-    dataset: DatasetOpt,
     as_of: AsOfOpt,
+    dataset: ConfigDatasetOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Root directory for snapshots (default $CVM_HOME/features/<dataset>).")] = None,
     engine: EngineOpt = "duckdb",
     spark_master: MasterOpt = None,
@@ -304,7 +313,7 @@ def features_schema(dataset: DatasetOpt, home: HomeOpt = None) -> None:
 
 # ------------------------------------------------------------------------- sources
 @sources_app.command("check")
-def sources_check(dataset: DatasetOpt, config: ConfigOpt = None, home: HomeOpt = None) -> None:
+def sources_check(dataset: ConfigDatasetOpt = None, config: ConfigOpt = None, home: HomeOpt = None) -> None:
     """Validate every table: contract columns, types; bad rows counted and quarantined."""
     def go():
         from cvm.config import load_config
@@ -314,7 +323,7 @@ def sources_check(dataset: DatasetOpt, config: ConfigOpt = None, home: HomeOpt =
 
         h = _home(home)
         cfg = load_config(config)
-        ds = resolve_dataset(dataset, h, progress=True)
+        ds = resolve_dataset(_dataset_spec(dataset, cfg), h, progress=True)
         eng = open_engine("duckdb", temp_dir=h.tmp(ensure=True))
         qdir = h.quarantine(ds.name, ensure=True)
         src = load_sources(ds, eng, validation=cfg.validation, quarantine_dir=qdir)
@@ -335,7 +344,7 @@ def sources_check(dataset: DatasetOpt, config: ConfigOpt = None, home: HomeOpt =
 
 # ------------------------------------------------------------------------ profiles
 @profiles_app.command("build")
-def profiles_build(dataset: DatasetOpt,
+def profiles_build(dataset: ConfigDatasetOpt = None,
                    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Use only identities seen before this date.")] = None,
                    config: ConfigOpt = None, home: HomeOpt = None) -> None:
     """Link source records into golden customer profiles (written under $CVM_HOME/profiles)."""
@@ -348,7 +357,7 @@ def profiles_build(dataset: DatasetOpt,
 
         h = _home(home)
         cfg = load_config(config)
-        ds = resolve_dataset(dataset, h)
+        ds = resolve_dataset(_dataset_spec(dataset, cfg), h)
         if not ds.has("identities"):
             raise UserError(f"dataset {ds.name} has no identities table: its customer ids are used as they are")
         eng = open_engine("duckdb", temp_dir=h.tmp(ensure=True))
@@ -362,7 +371,7 @@ def profiles_build(dataset: DatasetOpt,
     _run(go)
 
 
-def _linkage_quality(dataset: str, truth: Path | None, config: Path | None, home: Path | None) -> dict:
+def _linkage_quality(dataset: str | None, truth: Path | None, config: Path | None, home: Path | None) -> dict:
     import pandas as pd
 
     from cvm.config import load_config
@@ -374,7 +383,7 @@ def _linkage_quality(dataset: str, truth: Path | None, config: Path | None, home
 
     h = _home(home)
     cfg = load_config(config)
-    ds = resolve_dataset(dataset, h)
+    ds = resolve_dataset(_dataset_spec(dataset, cfg), h)
     path = truth or ds.root / "truth" / "records.parquet"
     if not path.exists():
         raise UserError(f"no ground truth at {path}: pass --truth")
@@ -388,7 +397,7 @@ def _linkage_quality(dataset: str, truth: Path | None, config: Path | None, home
 
 
 @profiles_app.command("evaluate")
-def profiles_evaluate(dataset: DatasetOpt,
+def profiles_evaluate(dataset: ConfigDatasetOpt = None,
                       truth: Annotated[Optional[Path], typer.Option("--truth", help="records.parquet with (source_system, source_id, person_id); default <dataset>/truth/records.parquet.")] = None,
                       config: ConfigOpt = None, home: HomeOpt = None) -> None:
     """Measure linkage precision and recall against a ground truth (the synthetic generator writes one)."""

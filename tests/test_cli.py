@@ -197,3 +197,12 @@ def test_spark_engine_from_the_cli(cli_home, tiny_dataset):
     assert result.exit_code == 0, result.output
     assert "(spark)" in result.output
     assert len(pd.read_parquet(Path("sp") / "as_of=2024-03-01")) == 3
+
+
+def test_dataset_from_the_experiment_config(cli_home):
+    config = Path(__file__).parent.parent / "experiments" / "completejourney.yaml"
+    result = runner.invoke(app, ["features", "build", "--config", str(config), "--as-of", "2017-04-01"])
+    assert result.exit_code == 0, result.output
+    assert (cli_home / "features" / "completejourney" / "as_of=2017-04-01").is_dir()
+    missing = runner.invoke(app, ["features", "build", "--as-of", "2017-04-01"])
+    assert missing.exit_code == 2 and "no dataset" in missing.output
