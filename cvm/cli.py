@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Optional
@@ -190,7 +191,7 @@ def build_and_maybe_publish(dataset: str | None, as_of: str, engine: str = "duck
                             publish: bool = False, replace_schema: bool = False, home: Path | None = None):
     from cvm.config import load_config
     from cvm.engines import open_engine
-    from features.pipeline import build_snapshot
+    from features.pipeline import build_snapshot, build_steps
     from sources.dataset import resolve_dataset
 
     if engine not in ("duckdb", "spark"):
@@ -202,19 +203,36 @@ def build_and_maybe_publish(dataset: str | None, as_of: str, engine: str = "duck
     h = _home(home)
     ds = resolve_dataset(_dataset_spec(dataset, cfg), h, progress=True)
     eng = open_engine(engine, spark_master=spark_master, temp_dir=h.tmp(ensure=True))
-    with err.status("building features") as status:
+    steps = build_steps(ds)
+    with _step_progress(f"features {ds.name} as_of {day} ({engine})", len(steps)) as advance:
         result = build_snapshot(ds, day, eng, h, config=cfg.features, validation=cfg.validation,
                                 profiles=cfg.profiles, out=out, category_column=category_column,
-                                replace_schema=replace_schema,
-                                step=lambda name: status.update(f"{name} ..."))
-    published = None
-    if publish:
-        published = _publish(h, ds.name, result.path, day, result)
+                                replace_schema=replace_schema, step=advance)
+    published = _publish(h, ds.name, result.path, day) if publish else None
     eng.close()
     return result, published
 
 
-def _publish(h, dataset: str, path: Path, day: date, result=None):
+@contextmanager
+def _step_progress(title: str, total: int):
+    """A progress bar over a pipeline's named steps; yields the callback that advances it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(title, total=total)
+        done = -1
+
+        def advance(name: str) -> None:
+            nonlocal done
+            done += 1
+            bar.update(task, completed=done, description=f"{title}: {name}")
+
+        yield advance
+        bar.update(task, completed=total)
+
+
+def _publish(h, dataset: str, path: Path, day: date):
     from features.online_store import open_online_store
     from features.snapshot import read_metadata
 

@@ -111,6 +111,10 @@ class SparkEngine:
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.sql.shuffle.partitions", os.environ.get("CVM_SPARK_SHUFFLE_PARTITIONS", "8"))
         )
+        if master.startswith("local"):
+            # In local mode the driver JVM does all the work; Spark's 1 GB default heap runs
+            # out of memory on a million customers. On a cluster, spark-submit settings rule.
+            builder = builder.config("spark.driver.memory", os.environ.get("CVM_SPARK_DRIVER_MEMORY", "4g"))
         for key, value in (conf or {}).items():
             builder = builder.config(key, value)
         self.session = builder.getOrCreate()

@@ -26,6 +26,16 @@ def _ts(d: datetime) -> ibis.TimestampScalar:
     return ibis.timestamp(d)
 
 
+#: Money sums are rounded to a millionth: float addition in a different order (another
+#: engine, another thread count) must not turn a refunded order's 0.0 into 1.8e-15, which
+#: would flip a trend from 0 to +1 and make two runs differ.
+MONEY_DECIMALS = 6
+
+
+def _money(value: ibis.NumericValue) -> ibis.FloatingValue:
+    return value.round(MONEY_DECIMALS)
+
+
 def _ratio(num: ibis.NumericValue, den: ibis.NumericValue) -> ibis.FloatingValue:
     """num / den, 0 when den is not positive (a share of nothing is nothing)."""
     return ibis.ifelse(den > 0, num / den.nullif(0), 0.0)
@@ -47,7 +57,7 @@ def _lines(transactions: ibis.Table, cut: datetime, fs: FeatureSet) -> ibis.Tabl
 def _orders(lines: ibis.Table) -> ibis.Table:
     """Order level: one row per (customer, order), at the time of its first line."""
     return lines.group_by(["customer_id", "order_id"]).agg(
-        order_ts=lines.timestamp.min(), amount=lines.amount.sum())
+        order_ts=lines.timestamp.min(), amount=_money(lines.amount.sum()))
 
 
 def _customer_orders(orders: ibis.Table, cut: datetime, fs: FeatureSet) -> ibis.Table:
@@ -56,7 +66,7 @@ def _customer_orders(orders: ibis.Table, cut: datetime, fs: FeatureSet) -> ibis.
                                                        cfg.trend_window_days, 2 * cfg.trend_window_days}}
     o = orders
     n_orders = lambda where=None: o.order_id.count(where=where)  # noqa: E731
-    total = lambda col, where=None: o[col].sum(where=where).fill_null(0.0)  # noqa: E731
+    total = lambda col, where=None: _money(o[col].sum(where=where).fill_null(0.0))  # noqa: E731
     t, t2 = since[cfg.trend_window_days], since[2 * cfg.trend_window_days]
     in_w = o.order_ts >= since[cfg.rfm_window_days]
     aggs = {
@@ -98,20 +108,20 @@ def _window_mix(lines: ibis.Table, cut: datetime, fs: FeatureSet) -> ibis.Table 
         return None
     lw = lines.filter(lines.timestamp >= _ts(cut - timedelta(days=w)))
     keys = ["customer_id", "category"] if shape.categories else ["customer_id"]
-    sums: dict[str, ibis.Value] = {"_spend": lw.amount.sum()}
+    sums: dict[str, ibis.Value] = {"_spend": _money(lw.amount.sum())}
     if shape.has_discount:
-        sums["_discount"] = lw.discount.sum().fill_null(0.0)
+        sums["_discount"] = _money(lw.discount.sum().fill_null(0.0))
     if shape.has_coupon_discount:
-        sums["_coupon"] = lw.coupon_discount.sum().fill_null(0.0)
+        sums["_coupon"] = _money(lw.coupon_discount.sum().fill_null(0.0))
     by_cat = lw.group_by(keys).agg(**sums)
-    aggs: dict[str, ibis.Value] = {"_spend": by_cat["_spend"].sum()}
+    aggs: dict[str, ibis.Value] = {"_spend": _money(by_cat["_spend"].sum())}
     if shape.categories:
         aggs[f"distinct_categories_{w}d"] = by_cat.category.count()
         for i, cat in enumerate(shape.categories):
-            aggs[f"_cat_{i}"] = by_cat["_spend"].sum(where=by_cat.category == cat).fill_null(0.0)
+            aggs[f"_cat_{i}"] = _money(by_cat["_spend"].sum(where=by_cat.category == cat).fill_null(0.0))
     for extra in ("_discount", "_coupon"):
         if extra in sums:
-            aggs[extra] = by_cat[extra].sum()
+            aggs[extra] = _money(by_cat[extra].sum())
     cust = by_cat.group_by("customer_id").agg(**aggs)
     out: dict[str, ibis.Value] = {}
     if shape.categories:

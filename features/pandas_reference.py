@@ -30,6 +30,7 @@ def core_features(transactions: pd.DataFrame, as_of: date, window_days: int = 36
     lines = transactions[transactions["timestamp"] < cut]
     orders = lines.groupby(["customer_id", "order_id"], as_index=False, sort=False).agg(
         order_ts=("timestamp", "min"), amount=("amount", "sum"))
+    orders["amount"] = orders["amount"].round(6)  # as the builder: money to a millionth
     orders["order_date"] = orders["order_ts"].dt.normalize()
     in_window = orders["order_ts"] >= cut - timedelta(days=window_days)
     orders["w_order"] = in_window.astype("int64")
@@ -42,7 +43,7 @@ def core_features(transactions: pd.DataFrame, as_of: date, window_days: int = 36
         "recency_days": (cut - cust["last"]).dt.days.astype("int64").to_numpy(),
         "tenure_days": (cut - cust["first"]).dt.days.astype("int64").to_numpy(),
         "frequency": cust["frequency"].astype("int64").to_numpy(),
-        "monetary": cust["monetary"].astype("float64").to_numpy(),
+        "monetary": cust["monetary"].astype("float64").round(6).to_numpy(),
     })
     out["r_score"] = _score(out["recency_days"], higher_is_better=False)
     out["f_score"] = _score(out["frequency"])

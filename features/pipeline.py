@@ -172,6 +172,14 @@ def _save_profiles(home: Home, sources: Sources, identities: pd.DataFrame, resol
         golden_records(identities, resolution, customers).to_parquet(target / "profiles.parquet", index=False)
 
 
+def build_steps(dataset: Dataset) -> list[str]:
+    """The named steps ``build_snapshot`` reports, in order (for progress bars)."""
+    steps = ["validate sources", "declare features", "compute and write features"]
+    if dataset.has("identities"):
+        steps.insert(1, "resolve identities")
+    return steps
+
+
 def build_snapshot(
     dataset: Dataset,
     as_of: date,

@@ -208,3 +208,26 @@ def test_features_do_not_change_when_future_data_changes(tiny_dataset, home, duc
     root = write_dataset(tmp_path / "future", tables, yaml_text="name: future\ncategories: [grocery, dairy, bakery]\n")
     _, after = build(root, home, duckdb_engine)
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_progress_steps_are_the_ones_reported(tiny_dataset, home, duckdb_engine):
+    from features.pipeline import build_steps
+
+    seen: list[str] = []
+    ds = open_directory(tiny_dataset)
+    build_snapshot(ds, AS_OF, duckdb_engine, home, step=seen.append)
+    assert seen == build_steps(ds)
+
+
+def test_money_that_cancels_out_is_exactly_zero(tmp_path, home, duckdb_engine):
+    """0.1 + 0.2 - 0.3 is 5.6e-17 in floating point; summed money is rounded to a millionth so a
+    refunded basket is 0.0 whatever the summation order, and its trend is 0, not +1."""
+    from tests.conftest import write_dataset
+
+    tx = pd.DataFrame({"customer_id": ["R"] * 3, "order_id": ["o"] * 3,
+                       "timestamp": [pd.Timestamp("2024-02-20 10:00")] * 3, "amount": [0.1, 0.2, -0.3]})
+    assert tx.amount.sum() != 0.0
+    _, got = build(write_dataset(tmp_path / "refund", {"transactions": tx}), home, duckdb_engine)
+    row = got.iloc[0]
+    assert row.monetary == 0.0 and row.spend_30d == 0.0 and row.spend_total == 0.0
+    assert row.spend_trend == 0.0 and row.orders_trend == 1.0
