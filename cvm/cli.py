@@ -369,7 +369,7 @@ def profiles_build(dataset: ConfigDatasetOpt = None,
     def go():
         from cvm.config import load_config
         from cvm.engines import open_engine
-        from features.pipeline import link_profiles
+        from features.pipeline import linked_tables
         from sources.dataset import resolve_dataset
         from sources.load import load_sources
 
@@ -382,7 +382,7 @@ def profiles_build(dataset: ConfigDatasetOpt = None,
         src = load_sources(ds, eng, validation=cfg.validation, tables=("identities", "customers"))
         day = _parse_date(as_of) if as_of else None
         with err.status("resolving identities"):
-            stats = link_profiles(src, day, h, cfg.profiles, golden=True)
+            _, stats = linked_tables(src, day, h, cfg.profiles, golden=True)
         _print_stats("identity resolution", stats)
         console.print(f"profiles written to {h.profiles(ds.name)}")
 

@@ -88,37 +88,44 @@ def _customer_orders(orders: ibis.Table, cut: datetime, fs: FeatureSet) -> ibis.
 
 
 def _inter_purchase(orders: ibis.Table) -> ibis.Table:
-    """Mean and spread of the days between consecutive purchase days."""
+    """Purchase days, and the mean and spread of the days between consecutive ones."""
     days = orders.select("customer_id", day=orders.order_ts.date()).distinct()
     w = ibis.window(group_by=days.customer_id, order_by=days.day)
     gaps = days.mutate(gap=days.day.delta(days.day.lag().over(w), unit="day"))
     return gaps.group_by("customer_id").agg(
+        purchase_days=gaps.day.count(),
         ipi_mean_days=gaps.gap.mean(),
         ipi_std_days=gaps.gap.std(how="sample"),
     )
 
 
-def _window_mix(lines: ibis.Table, cut: datetime, fs: FeatureSet) -> ibis.Table | None:
-    """Category mix and discount shares of the RFM-window spend.
+def _category_mix(lines: ibis.Table, as_of: date, cut: datetime, fs: FeatureSet) -> ibis.Table | None:
+    """Category mix and discount shares of the RFM-window spend; days since the last
+    purchase in each main category (all history).
 
-    Two steps: (customer, category) sums over the window's lines, then one row per
-    customer; the per-category conditions run on the small intermediate table."""
+    Two steps: (customer, category) sums over the lines, then one row per customer; the
+    per-category conditions run on the small intermediate table."""
     shape, w = fs.shape, fs.config.rfm_window_days
     if not (shape.categories or shape.has_discount or shape.has_coupon_discount):
         return None
-    lw = lines.filter(lines.timestamp >= _ts(cut - timedelta(days=w)))
+    in_w = lines.timestamp >= _ts(cut - timedelta(days=w))
     keys = ["customer_id", "category"] if shape.categories else ["customer_id"]
-    sums: dict[str, ibis.Value] = {"_spend": _money(lw.amount.sum())}
+    sums: dict[str, ibis.Value] = {"_spend": _money(lines.amount.sum(where=in_w).fill_null(0.0)),
+                                   "_lines_w": lines.amount.count(where=in_w)}
+    if shape.categories:
+        sums["_last"] = lines.timestamp.max()
     if shape.has_discount:
-        sums["_discount"] = _money(lw.discount.sum().fill_null(0.0))
+        sums["_discount"] = _money(lines.discount.sum(where=in_w).fill_null(0.0))
     if shape.has_coupon_discount:
-        sums["_coupon"] = _money(lw.coupon_discount.sum().fill_null(0.0))
-    by_cat = lw.group_by(keys).agg(**sums)
+        sums["_coupon"] = _money(lines.coupon_discount.sum(where=in_w).fill_null(0.0))
+    by_cat = lines.group_by(keys).agg(**sums)
     aggs: dict[str, ibis.Value] = {"_spend": _money(by_cat["_spend"].sum())}
     if shape.categories:
-        aggs[f"distinct_categories_{w}d"] = by_cat.category.count()
+        aggs[f"distinct_categories_{w}d"] = by_cat.category.count(
+            where=(by_cat["_lines_w"] > 0) & by_cat.category.notnull())
         for i, cat in enumerate(shape.categories):
             aggs[f"_cat_{i}"] = _money(by_cat["_spend"].sum(where=by_cat.category == cat).fill_null(0.0))
+            aggs[f"_last_{i}"] = by_cat["_last"].max(where=by_cat.category == cat).date()
     for extra in ("_discount", "_coupon"):
         if extra in sums:
             aggs[extra] = _money(by_cat[extra].sum())
@@ -128,6 +135,8 @@ def _window_mix(lines: ibis.Table, cut: datetime, fs: FeatureSet) -> ibis.Table 
         out[f"distinct_categories_{w}d"] = cust[f"distinct_categories_{w}d"]
         for i, col in enumerate(fs.category_columns().values()):
             out[col] = _ratio(cust[f"_cat_{i}"], cust["_spend"])
+        for i, col in enumerate(fs.category_recency_columns().values()):
+            out[col] = ibis.date(as_of).delta(cust[f"_last_{i}"], unit="day").cast("float64")
     gross = cust["_spend"] + (cust["_discount"] if shape.has_discount else 0.0)
     if shape.has_discount:
         out[f"discount_share_{w}d"] = _ratio(cust["_discount"], gross)
@@ -301,7 +310,7 @@ def build_features(tables: Mapping[str, ibis.Table], as_of: date, fs: FeatureSet
     asof = ibis.date(as_of)
 
     parts: list[ibis.Table] = [_inter_purchase(orders)]
-    mix = _window_mix(lines, cut, fs)
+    mix = _category_mix(lines, as_of, cut, fs)
     if mix is not None:
         parts.append(mix)
     if fs.shape.has_events:

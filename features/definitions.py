@@ -97,6 +97,10 @@ class FeatureSet:
         """Main category -> its spend-share column."""
         return {c: f"spend_share_{slug(c)}" for c in self.shape.categories}
 
+    def category_recency_columns(self) -> dict[str, str]:
+        """Main category -> its days-since-last-purchase column."""
+        return {c: f"days_since_{slug(c)}" for c in self.shape.categories}
+
     def attribute_columns(self) -> dict[str, str]:
         return {a: f"attr_{slug(a)}" for a, _ in self.shape.attributes}
 
@@ -139,6 +143,7 @@ def declare(config: FeatureConfig, shape: DatasetShape) -> FeatureSet:
     for d in config.windows_days:
         add(f"orders_{d}d", "int64", "behaviour", f"Distinct orders in the {d} days before as_of.")
         add(f"spend_{d}d", "float64", "behaviour", f"Sum of amount in the {d} days before as_of.")
+    add("purchase_days", "int64", "behaviour", "Distinct calendar days with an order before as_of.")
     add("avg_order_value", "float64", "behaviour", "spend_total / orders_total.")
     add("ipi_mean_days", "float64", "behaviour",
         "Mean days between consecutive purchase days; null with fewer than two purchase days.", True)
@@ -153,6 +158,9 @@ def declare(config: FeatureConfig, shape: DatasetShape) -> FeatureSet:
         for cat in shape.categories:
             add(f"spend_share_{slug(cat)}", "float64", "category",
                 f"Share of the {w}-day spend in category {cat!r}; 0 when that spend is not positive.")
+        for cat in shape.categories:
+            add(f"days_since_{slug(cat)}", "float64", "category",
+                f"as_of minus the date of the last purchase in category {cat!r}; null if never.", True)
     if shape.has_discount:
         add(f"discount_share_{w}d", "float64", "discount",
             f"Discounts / (amount + discounts) over {w} days; 0 when not positive.")

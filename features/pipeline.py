@@ -114,16 +114,19 @@ def dataset_shape(sources: Sources, dataset: Dataset, config: FeatureConfig) -> 
     )
 
 
-def link_profiles(sources: Sources, as_of: date | None, home: Home | None,
-                  config: ResolutionConfig | None = None, *, golden: bool = False) -> dict | None:
-    """Replace source-record ids by golden customer ids when the dataset has identities.
+def linked_tables(sources: Sources, as_of: date | None, home: Home | None = None,
+                  config: ResolutionConfig | None = None, *,
+                  golden: bool = False) -> tuple[dict[str, ibis.Table], dict | None]:
+    """The source tables keyed by golden customer ids, and the resolution's stats.
 
-    Point in time: with ``seen_at`` on identities, only links seen before ``as_of`` count.
-    The mapping (and, with ``golden``, the golden records) are written under
-    ``$CVM_HOME/profiles/<dataset>/as_of=.../``.
+    Without an ``identities`` table the tables come back as they are. Point in time: with
+    ``seen_at`` on identities, only links seen before ``as_of`` count, so a snapshot for a
+    date only merges what was known then. The mapping (and, with ``golden``, the golden
+    records) are written under ``$CVM_HOME/profiles/<dataset>/as_of=.../``.
     """
+    tables = dict(sources.tables)
     if not sources.has("identities"):
-        return None
+        return tables, None
     from profiles.resolve import resolve_identities
 
     engine = sources.engine
@@ -139,9 +142,9 @@ def link_profiles(sources: Sources, as_of: date | None, home: Home | None,
     del identities, resolution, mapping
     release_memory()
     for name in CUSTOMER_KEYED:
-        if not sources.has(name):
+        if name not in tables:
             continue
-        t = sources.tables[name]
+        t = tables[name]
         if "source_system" in t.columns:
             cond = (t.source_system == m.source_system) & (t.customer_id == m.source_id)
         elif ambiguous:
@@ -151,12 +154,12 @@ def link_profiles(sources: Sources, as_of: date | None, home: Home | None,
         else:
             cond = t.customer_id == m.source_id
         j = t.left_join(m, cond)
-        sources.tables[name] = j.select(
+        tables[name] = j.select(
             *[t[c] for c in t.columns if c != "customer_id"],
             customer_id=ibis.coalesce(j["_golden"], t.customer_id),
             _record=t.customer_id,
         )
-    return stats
+    return tables, stats
 
 
 def _save_profiles(home: Home, sources: Sources, identities: pd.DataFrame, resolution,
@@ -201,13 +204,13 @@ def build_snapshot(
         sources = load_sources(dataset, engine, validation=validation,
                                quarantine_dir=home.quarantine(dataset.name, ensure=True),
                                category_column=category_column)
-    profile_stats = None
+    tables, profile_stats = sources.tables, None
     if sources.has("identities"):
         with timer("resolve identities"):
-            profile_stats = link_profiles(sources, as_of, home, profiles)
+            tables, profile_stats = linked_tables(sources, as_of, home, profiles)
     with timer("declare features"):
         fs = declare(config, dataset_shape(sources, dataset, config))
-        expr = build_features(sources.tables, as_of, fs)
+        expr = build_features(tables, as_of, fs)
     root = out or home.features(dataset.name)
     meta = {
         "dataset": dataset.name,
