@@ -14,8 +14,9 @@ For each size it generates the synthetic dataset once (``cvm synth``, seed 0, ca
                    (``features/pandas_reference.py``) on the same files;
 * ``build spark``  (``--spark-sizes``) the full build on Spark ``local[2]``.
 
-Medians of --repeats runs; peak RSS is the process's maximum resident set. Prints one
-table; ``--write FILE`` also writes it as Markdown.
+Medians of --repeats runs; peak RSS is the largest resident set of the process tree
+(sampled every 50 ms; the JVM included for Spark). Prints one table; ``--write FILE``
+also writes it as Markdown.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,17 +39,28 @@ CVM = str(Path(PY).with_name("cvm"))
 
 
 def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GB) of one command, run in a fresh wrapper process."""
-    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-               "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE); "
-               "w = time.perf_counter() - t; "
-               "sys.stderr.write(r.stderr.decode()[-3000:]) if r.returncode else None; "
-               "print(w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
-    out = subprocess.run([PY, "-c", wrapper, *cmd], capture_output=True, text=True, env=env)
-    wall, rss_kb, rc = out.stdout.split()
-    if rc != "0":
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr}")
-    return float(wall), int(rss_kb) / 1e6
+    """Wall seconds and peak RSS (GB) of one command.
+
+    RSS is sampled every 50 ms over the whole process tree (Spark's JVM is a child of the
+    Python driver)."""
+    import psutil
+
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            tree = [ps, *ps.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    wall = time.perf_counter() - t
+    _, err = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.decode()[-5000:]}")
+    return wall, peak / 1e9
 
 
 def ensure_dataset(data_dir: Path, n: int) -> tuple[Path, float | None]:
