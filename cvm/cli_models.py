@@ -1,0 +1,112 @@
+"""``cvm models``: the registered models, their champion and how to change it by hand.
+
+Thin commands over :mod:`training.registry`. Added to the main app by
+``cvm.cli`` (``app.add_typer(models_app, name="models")``), so this module must
+not import ``cvm.cli``: the few helpers it needs are repeated here. MLflow is
+imported inside the commands to keep ``cvm --help`` fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+models_app = typer.Typer(
+    help="Registered models (MLflow): list versions, promote a version to champion, roll back.",
+    no_args_is_help=True,
+)
+
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="State directory; default $CVM_HOME or ./cvm_home. MLflow store: $MLFLOW_TRACKING_URI, else SQLite under it.", envvar="CVM_HOME")]
+TaskArg = Annotated[str, typer.Argument(help="Task (churn, next-purchase, cross-sell, clv) or registered name (cvm-churn...).")]
+
+T = TypeVar("T")
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Errors a user can act on (unknown task or version, nothing to roll back, unreachable server): one line, exit 2."""
+    from mlflow.exceptions import MlflowException
+
+    from training.registry import RegistryError
+
+    try:
+        return fn()
+    except RegistryError as exc:
+        _error(str(exc))
+    except MlflowException as exc:
+        _error(" ".join(str(exc.message).split()))
+
+
+def _error(message: str) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _client(home: Path | None):
+    from cvm.home import Home
+    from training.tracking import configure
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return configure(Home.from_env(home))
+
+
+@models_app.command("list")
+def models_list(
+    task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Only this task (repeatable); default all four.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """List every registered version: aliases (champion, challenger...), snapshot date, primary metric."""
+    def go() -> None:
+        from training.registry import RegistryError, list_versions
+
+        rows = list_versions(_client(home), task or None)
+        if not rows:
+            raise RegistryError(f"no registered model{' for ' + ', '.join(task) if task else ''} yet: "
+                                "train one with `cvm train TASK`")
+        t = Table(title="registered models")
+        for col in ("name", "version", "aliases", "as_of", "primary metric", "created"):
+            t.add_column(col, justify="right" if col == "version" else "left")
+        for r in rows:
+            value = "-" if r["value"] is None else f"{r['value']:.4f}"
+            t.add_row(r["name"], r["version"], ", ".join(r["aliases"]) or "-", r["as_of"] or "-",
+                      f"{r['metric']} {value}", r["created"])
+        console.print(t)
+
+    _run(go)
+
+
+@models_app.command("promote")
+def models_promote(
+    task: TaskArg,
+    version: Annotated[str, typer.Argument(help="Version number to make champion (3 or v3).")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why, kept in the champion history.")] = "manual",
+    home: HomeOpt = None,
+) -> None:
+    """Make VERSION the champion by hand, without the gate; the current champion becomes previous-champion."""
+    def go() -> None:
+        from training.registry import promote
+
+        d = promote(_client(home), task, version, reason)
+        console.print(f"{d.name} version {d.version}: {d.reason}")
+
+    _run(go)
+
+
+@models_app.command("rollback")
+def models_rollback(task: TaskArg, home: HomeOpt = None) -> None:
+    """Give the champion alias back to the previous champion (repeat to go further back)."""
+    def go() -> None:
+        from training.registry import rollback
+
+        d = rollback(_client(home), task)
+        console.print(f"{d.name}: {d.reason}")
+
+    _run(go)

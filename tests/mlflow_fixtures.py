@@ -1,0 +1,164 @@
+"""Pytest plugin: an isolated MLflow store per test, a real tracking server per session, a tiny model.
+
+Registered with ``pytest_plugins = ["tests.mlflow_fixtures"]``. Registry and
+serving tests use :func:`tiny_pyfunc_model` instead of real training: the
+registry only moves aliases, so a model that returns a known constant is enough
+to prove that ``models:/...@champion`` loads the version it should.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import mlflow.pyfunc
+import pandas as pd
+import pytest
+
+from cvm.home import Home
+
+SERVER_START_TIMEOUT_S = 60.0
+
+
+class ConstantModel(mlflow.pyfunc.PythonModel):
+    """Scores every row with the same value: which model was loaded is visible in its output."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # noqa: ARG002
+        return pd.DataFrame({"score": [self.value] * len(model_input)})
+
+
+def tiny_pyfunc_model(value: float = 0.5, *, run_id: str | None = None, experiment_id: str | None = None,
+                      name: str = "model") -> str:
+    """Log a :class:`ConstantModel` in a run (``run_id``, else a new run) and return its ``runs:/`` URI.
+
+    ``runs:/<run>/model`` is the form ``cvm train`` hands to the registry. Pip
+    requirements are given explicitly: inferring them starts a subprocess that
+    costs seconds per model.
+    """
+    active = mlflow.active_run()
+    reuse = active is not None and (run_id is None or active.info.run_id == run_id)
+    with (_same_run(active) if reuse else mlflow.start_run(run_id=run_id, experiment_id=experiment_id)) as run:
+        mlflow.pyfunc.log_model(name=name, python_model=ConstantModel(value), pip_requirements=["mlflow"])
+        return f"runs:/{run.info.run_id}/{name}"
+
+
+class _same_run:
+    """The active run as a context manager that does not end it on exit."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+
+    def __enter__(self):
+        return self.run
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+@pytest.fixture
+def mlflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
+    """A fresh ``CVM_HOME`` whose MLflow store is the default SQLite one (no tracking server).
+
+    MLflow keeps the tracking/registry URI in module globals and environment
+    variables; both are put back afterwards so no test sees another's store.
+    """
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("CVM_HOME", str(home))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.setenv(var, "unset")  # records the original value, so teardown restores it...
+        monkeypatch.delenv(var)  # ...even if it was absent
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.setattr(registry_utils, "_registry_uri", None)
+    yield Home.from_env()
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_command(root: Path, port: int) -> list[str]:
+    """The ``mlflow server`` command line: SQLite store, artifacts proxied through the server."""
+    return [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--serve-artifacts", "--artifacts-destination", str(root / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` on a free loopback port for the whole session; yields its URI."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    # The job runner (three huey consumers) serves GenAI features the registry does not use.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    stderr_path = root / "server.stderr"
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen(server_command(root, port), cwd=root, env=env,
+                                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    try:
+        _wait_healthy(proc, uri, stderr_path)
+        yield uri
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM lets ``mlflow server`` stop its uvicorn child; the group kill is the fallback."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the session started for this server only
+        proc.wait(timeout=15)
+
+
+def _wait_healthy(proc: subprocess.Popen, uri: str, stderr_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with status {proc.returncode} before becoming healthy:\n"
+                        f"{_tail(stderr_path)}", pytrace=False)
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    _stop(proc)
+    pytest.fail(f"mlflow server at {uri} not healthy after {SERVER_START_TIMEOUT_S:.0f} s; its stderr:\n"
+                f"{_tail(stderr_path)}", pytrace=False)
+
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no stderr captured)"

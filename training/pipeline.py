@@ -1,0 +1,378 @@
+"""Wiring of ``cvm train``: data -> labels -> tuned LightGBM -> evaluation -> MLflow -> registry.
+
+Every step is a function of its own module; this one connects them for one task, logs
+the run and returns a summary the CLI prints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from cvm.config import ProjectConfig
+from cvm.engines import Engine
+from cvm.home import Home
+from features.definitions import FeatureSet, declare
+from features.pipeline import dataset_shape
+from sources.dataset import Dataset
+from sources.load import load_sources
+from training import metrics as M
+from training.baselines import baselines
+from training.bgnbd import BGNBD
+from training.config import DEFAULT_HORIZON, Task, TrainConfig
+from training.dataset import TrainingData, assemble, before, check_task, data_start
+from training.encode import FeatureEncoder
+from training.model import CROSS_SELL_CONTEXT, Calibrator, PyfuncModel, TaskModel, cross_sell_context
+from training.origins import longest_horizon, plan_origins
+from training.tune import fit, tune
+
+log = logging.getLogger(__name__)
+
+KIND = {"churn": "binary", "next-purchase": "binary", "cross-sell": "binary", "clv": "value"}
+
+
+@dataclass
+class TaskResult:
+    task: Task
+    as_of: date
+    horizon_days: int
+    run_id: str
+    metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    primary: str
+    beats_all_baselines: bool
+    shortfalls: list[str]
+    registration: object | None
+    timings: dict[str, float] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+
+
+def select_features(fs: FeatureSet, cfg: TrainConfig, task: Task) -> list[str]:
+    """Model inputs from the snapshot: every non-key feature minus exclusions."""
+    chosen = []
+    wanted = cfg.features.include_only
+    for spec in fs.model_features:
+        tags = {spec.name, f"group:{spec.group}"}
+        if wanted is not None and not tags & set(wanted):
+            continue
+        if tags & set(cfg.features.exclude):
+            continue
+        chosen.append(spec.name)
+    if cfg.features.bgnbd:
+        chosen += ["bgnbd_p_alive", "bgnbd_expected_purchases", "bgnbd_p_purchase", "bgnbd_expected_spend"]
+    if task == "cross-sell":
+        chosen += list(CROSS_SELL_CONTEXT)
+    return chosen
+
+
+def _target(task: Task, frame: pd.DataFrame) -> np.ndarray:
+    return frame["spend" if task == "clv" else "label"].to_numpy(dtype="float64")
+
+
+def _evaluate(task: Task, model: TaskModel, data: TrainingData) -> tuple[dict, dict, np.ndarray]:
+    test = data.test
+    y = _target(task, test)
+    if task == "clv":
+        pred = model.score_rows(test)
+        metrics = {f"test_{k}": v for k, v in M.regression_metrics(y, pred).items()}
+    else:
+        pred = model.score_rows(test)
+        metrics = {f"test_{k}": v for k, v in M.classification_metrics(y, pred).items()}
+    if task == "next-purchase":
+        orders = model.count_booster.predict(model.matrix(test))
+        metrics.update({f"test_orders_{k}": v for k, v in
+                        M.regression_metrics(test["orders"].to_numpy(float), orders).items()})
+    if task == "cross-sell":
+        per_cat = {}
+        for c in model.categories:
+            hit = (test["category"] == c).to_numpy()
+            if hit.any() and 0 < y[hit].sum() < hit.sum():
+                per_cat[c] = M.classification_metrics(y[hit], pred[hit])["auc"]
+        metrics["test_mean_category_auc"] = float(np.mean(list(per_cat.values()))) if per_cat else float("nan")
+        metrics.update({f"test_auc_{c}": v for c, v in per_cat.items()})
+    base = baselines(task, data.train, test, data.origins.horizon_days)
+    table: dict[str, dict[str, float]] = {}
+    for name, score in base.scores.items():
+        table[name] = {f"test_{k}": v for k, v in M.classification_metrics(y if task != "clv" else y > 0, score).items()}
+        if task == "cross-sell":
+            per = [M.classification_metrics(y[(test["category"] == c).to_numpy()],
+                                            score[(test["category"] == c).to_numpy()])["auc"]
+                   for c in model.categories if c in per_cat]
+            table[name]["test_mean_category_auc"] = float(np.mean(per)) if per else float("nan")
+    for name, value in base.values.items():
+        truth = test["orders"].to_numpy(float) if task == "next-purchase" else y
+        prefix = "test_orders_" if task == "next-purchase" else "test_"
+        table.setdefault(name, {}).update({f"{prefix}{k}": v for k, v in M.regression_metrics(truth, value).items()})
+    return metrics, table, pred
+
+
+def _compare(task: Task, metrics: dict, table: dict) -> tuple[bool, list[str]]:
+    """Does the model beat every baseline on the metrics the task is judged by?"""
+    judged = {"churn": [("test_auc", max)], "next-purchase": [("test_auc", max), ("test_orders_mae", min)],
+              "cross-sell": [("test_mean_category_auc", max)], "clv": [("test_mae", min)]}[task]
+    shortfalls = []
+    for name, row in table.items():
+        for metric, better in judged:
+            if metric not in row or metric not in metrics or np.isnan(row[metric]):
+                continue
+            ours, theirs = metrics[metric], row[metric]
+            wins = ours > theirs if better is max else ours < theirs
+            if not wins:
+                shortfalls.append(f"{metric}: model {ours:.4f} does not beat baseline '{name}' ({theirs:.4f})")
+    return not shortfalls, shortfalls
+
+
+def train_task(task: Task, dataset: Dataset, as_of: date, engine: Engine, home: Home, config: ProjectConfig,
+               train_cfg: TrainConfig, *, horizon_days: int | None = None, trials: int | None = None,
+               config_text: str = "", register: bool = True,
+               step: Callable[[str], None] | None = None) -> TaskResult:
+    """Train, evaluate, log and register one task as if today were ``as_of``."""
+    import mlflow
+
+    from training import plots, registry, tracking
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    if trials is not None:
+        train_cfg = train_cfg.model_copy(update={"budget": train_cfg.budget.model_copy(update={"trials": trials})})
+    say = step or (lambda _msg: None)
+
+    say("validate sources")
+    sources = before(load_sources(dataset, engine, validation=config.validation), as_of)
+    fs = declare(config.features, dataset_shape(sources, dataset, config.features))
+    check_task(task, fs)
+    start = data_start(sources)
+    horizon = horizon_days or train_cfg.labels.horizon_days or DEFAULT_HORIZON[task]
+    if horizon is None:
+        horizon = longest_horizon(as_of, start, train_cfg.origins, train_cfg.labels.max_clv_horizon_days)
+    origins = plan_origins(as_of, start, horizon, train_cfg.origins)
+    data = assemble(task, sources, fs, origins, train_cfg.labels, config.profiles, step=say)
+    timings["data"] = time.perf_counter() - t_start
+
+    say("fit BG/NBD")
+    features = select_features(fs, train_cfg, task)
+    # BG/NBD reads only features (history before an origin), never labels: fitted on the
+    # test snapshot, the latest history there is, its 4 population parameters are the
+    # best estimate and no test outcome reaches them.
+    bg = BGNBD().fit(data.test) if train_cfg.features.bgnbd else None
+    template = TaskModel(task, horizon, features, None, None, bgnbd=bg, categories=list(fs.shape.categories),
+                         lookback_days=train_cfg.labels.cross_sell_lookback_days,
+                         feature_set_fingerprint=fs.fingerprint(), trained_as_of=as_of.isoformat())
+    design_tr, design_va = template.design(data.train), template.design(data.valid)
+    encoder = FeatureEncoder(features).fit(design_tr)
+    x_tr, x_va = encoder.transform(design_tr), encoder.transform(design_va)
+    y_tr, y_va = _target(task, data.train), _target(task, data.valid)
+    if task == "clv" and bg is not None:
+        # Boost from the textbook model: the trees learn the correction to BG/NBD + Gamma-Gamma
+        # expected spend, so a short or shifted training history cannot do worse than
+        # the literature by much (early stopping judges the corrected prediction).
+        template.residual_of_bgnbd = True
+        y_tr = y_tr - template.clv_offset(data.train)
+        y_va = y_va - template.clv_offset(data.valid)
+
+    client = tracking.configure(home)
+    experiment = tracking.experiment_id(client, home, f"cvm-{task}")
+    with mlflow.start_run(experiment_id=experiment, run_name=f"{task} as_of {as_of}") as run:
+        mlflow.log_params({
+            "task": task, "as_of": as_of.isoformat(), "horizon_days": horizon, "dataset": dataset.name,
+            "data_fingerprint": data.fingerprint(), "feature_set": fs.fingerprint(),
+            "n_features": len(features), "trials": train_cfg.budget.trials, "seed": train_cfg.seed,
+            "origins_train": ",".join(d.isoformat() for d in origins.train),
+            "origin_valid": origins.valid.isoformat(), "origin_test": origins.test.isoformat(),
+        })
+        mlflow.log_text(config_text or yaml.safe_dump(train_cfg.model_dump(mode="json")), "experiment.yaml")
+        mlflow.log_dict({"features": features, "origins": origins.as_dict()}, "features.json")
+
+        say(f"tune ({train_cfg.budget.trials} trials)")
+        t0 = time.perf_counter()
+
+        def log_trial(trial) -> None:
+            with mlflow.start_run(experiment_id=experiment, run_name=f"trial {trial.number}", nested=True):
+                mlflow.log_params({k: v for k, v in trial.params.items()})
+                mlflow.set_tag("state", trial.state.name)
+                if trial.value is not None:
+                    mlflow.log_metric("valid_score", trial.value)
+                if "best_iteration" in trial.user_attrs:
+                    mlflow.log_metric("best_iteration", trial.user_attrs["best_iteration"])
+
+        per_category: dict[str, object] = {}
+        if task == "cross-sell" and train_cfg.cross_sell_mode == "per_category":
+            result = None
+            for c in fs.shape.categories:
+                tr, va = (design_tr["category"] == c).to_numpy(), (design_va["category"] == c).to_numpy()
+                if y_tr[tr].sum() == 0 or y_va[va].sum() == 0:
+                    continue
+                r = tune("binary", x_tr[tr], y_tr[tr], x_va[va], y_va[va], train_cfg, on_trial=log_trial)
+                per_category[c] = r.estimator.booster_
+                result = result or r
+            tuned = result
+        else:
+            tuned = tune(KIND[task], x_tr, y_tr, x_va, y_va, train_cfg, on_trial=log_trial)
+        timings["tune"] = time.perf_counter() - t0
+        mlflow.log_params({f"best_{k}": v for k, v in tuned.params.items()})
+        mlflow.log_metrics({"valid_score": tuned.value, "best_iteration": tuned.best_iteration,
+                            "trials_run": tuned.trials, "trials_pruned": tuned.pruned})
+
+        model = TaskModel(**{**template.__dict__, "encoder": encoder, "booster": tuned.estimator.booster_,
+                             "per_category": per_category})
+        if task != "clv" and train_cfg.calibration != "none":
+            say("calibrate")
+            raw = model.score_rows(data.valid)
+            model.calibrator = Calibrator(train_cfg.calibration).fit(raw, y_va)
+        if task == "next-purchase":
+            say("fit expected orders")
+            count = fit("count", {k: v for k, v in tuned.params.items() if k != "objective"}, train_cfg,
+                        x_tr, data.train["orders"].to_numpy(float), x_va, data.valid["orders"].to_numpy(float))
+            model.count_booster = count.booster_
+
+        say("evaluate on the test snapshot")
+        metrics, table, pred = _evaluate(task, model, data)
+        beats, shortfalls = _compare(task, metrics, table)
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        for name, row in table.items():
+            mlflow.log_metrics({f"baseline_{name}_{k}": v for k, v in row.items() if np.isfinite(v)})
+        mlflow.set_tag("beats_all_baselines", str(beats).lower())
+        if shortfalls:
+            mlflow.set_tag("shortfalls", " | ".join(shortfalls)[:5000])
+
+        say("plots and artifacts")
+        _log_artifacts(task, model, data, metrics, table, pred, shortfalls, plots)
+
+        say("log and register the model")
+        input_example = _input_example(data.test, model)
+        output_example = model.predict(input_example)
+        signature = mlflow.models.infer_signature(input_example, output_example)
+        with _quiet_pickle_warning():
+            info = mlflow.pyfunc.log_model(name="model", python_model=PyfuncModel(model), signature=signature,
+                                           input_example=input_example, code_paths=[str(Path(__file__).parent)])
+        decision = None
+        if register:
+            primary, _ = registry.PRIMARY[task]
+            test_frame = data.test.drop(columns=["label", "orders", "spend"], errors="ignore")
+
+            def champion_value(model_uri: str) -> float | None:
+                return _champion_metric(task, model_uri, data, test_frame)
+
+            decision = registry.register_and_gate(
+                client, task, info.model_uri, metrics[primary], champion_value,
+                tags={"as_of": as_of.isoformat(), "data_fingerprint": data.fingerprint(),
+                      "feature_set": fs.fingerprint(), "horizon_days": str(horizon)})
+            mlflow.set_tag("registration", decision.reason)
+        timings["total"] = time.perf_counter() - t_start
+        mlflow.log_metrics({f"seconds_{k}": v for k, v in timings.items()})
+    primary, _ = registry.PRIMARY[task]
+    return TaskResult(task, as_of, horizon, run.info.run_id, metrics, table, primary, beats, shortfalls, decision,
+                      timings, {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)})
+
+
+def _input_example(test: pd.DataFrame, model: TaskModel) -> pd.DataFrame:
+    """Five snapshot rows (one per customer), integers as floats: a feature can be missing
+    at scoring time, and MLflow's schema rejects a null in an integer column."""
+    rows = test.drop_duplicates("customer_id")[["customer_id", *model.snapshot_columns()]].head(5)
+    rows = rows.reset_index(drop=True)
+    for col in rows.columns:
+        if pd.api.types.is_integer_dtype(rows[col]) or pd.api.types.is_bool_dtype(rows[col]):
+            rows[col] = rows[col].astype("float64")
+    return rows
+
+
+class _DropPickleWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "serialized using CloudPickle" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_pickle_warning():
+    """MLflow warns on every pickled python_model; ours is code shipped with the model
+    (code_paths), so the warning is noise in every training run."""
+    target = logging.getLogger("mlflow.pyfunc")
+    f = _DropPickleWarning()
+    target.addFilter(f)
+    try:
+        yield
+    finally:
+        target.removeFilter(f)
+
+
+def _champion_metric(task: Task, model_uri: str, data: TrainingData, test_frame: pd.DataFrame) -> float | None:
+    """The current champion's primary metric on this run's test snapshot (None if it cannot run on it)."""
+    import mlflow
+
+    from training import registry
+
+    try:
+        champion = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+        if champion.task != task:
+            return None
+        pred = champion.score_rows(test_frame if task != "cross-sell" else
+                                   data.test.drop(columns=["label"]))
+    except Exception as exc:  # an incompatible champion cannot be compared: say so, do not crash
+        log.warning("current champion %s cannot score this test snapshot: %s", model_uri, exc)
+        return None
+    y = _target(task, data.test)
+    primary, _ = registry.PRIMARY[task]
+    if task == "clv":
+        return M.regression_metrics(y, pred)["mae"]
+    if task == "cross-sell":
+        per = [M.classification_metrics(y[hit], pred[hit])["auc"]
+               for c in champion.categories
+               for hit in [(data.test["category"] == c).to_numpy()] if hit.any() and 0 < y[hit].sum() < hit.sum()]
+        return float(np.mean(per)) if per else None
+    return M.classification_metrics(y, pred)["auc"]
+
+
+def _log_artifacts(task, model: TaskModel, data: TrainingData, metrics, table, pred, shortfalls, plots) -> None:
+    import mlflow
+
+    y = _target(task, data.test)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        rows = [{"model": "lightgbm", **metrics}] + [{"model": f"baseline:{k}", **v} for k, v in table.items()]
+        evaluation = pd.DataFrame(rows)
+        evaluation.to_csv(out / "evaluation.csv", index=False)
+        (out / "evaluation.md").write_text(_markdown(evaluation, shortfalls))
+        base = baselines(task, data.train, data.test, data.origins.horizon_days)
+        figs = {}
+        if task != "clv":
+            scores = {"lightgbm": pred, **base.scores}
+            figs["roc.png"] = plots.roc_plot(y, scores)
+            figs["pr.png"] = plots.pr_plot(y, scores)
+            figs["gains.png"] = plots.gains_plot(y, scores)
+            raw = model.booster.predict(model.matrix(data.test)) if not model.per_category else pred
+            figs["calibration.png"] = plots.calibration_plot(y, {"raw": raw, "calibrated": pred})
+        else:
+            figs["gains.png"] = plots.gains_plot(y, {"lightgbm": pred, **base.values})
+        importance = pd.DataFrame({"feature": model.features,
+                                   "gain": model.booster.feature_importance(importance_type="gain")})
+        importance.sort_values("gain", ascending=False).to_csv(out / "feature_importance.csv", index=False)
+        figs["feature_importance.png"] = plots.importance_plot(importance["feature"].tolist(),
+                                                               importance["gain"].to_numpy())
+        sample = data.test.sample(n=min(2000, len(data.test)), random_state=0)
+        contrib = model.contributions(sample)
+        figs["shap_summary.png"] = plots.shap_summary_plot(contrib.to_numpy(), model.matrix(sample), model.features)
+        for name, fig in figs.items():
+            fig.savefig(out / name, dpi=110, bbox_inches="tight")
+        mlflow.log_artifacts(str(out), "evaluation")
+
+
+def _markdown(frame: pd.DataFrame, shortfalls: list[str]) -> str:
+    cols = [c for c in frame.columns if c != "model"]
+    lines = ["| model | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
+    for _, row in frame.iterrows():
+        lines.append(f"| {row['model']} | " + " | ".join(
+            "" if pd.isna(row[c]) else f"{row[c]:.4f}" for c in cols) + " |")
+    lines.append("")
+    lines.append("The model beats every baseline." if not shortfalls else
+                 "**The model does not beat every baseline:**\n" + "\n".join(f"- {s}" for s in shortfalls))
+    return "\n".join(lines) + "\n"
