@@ -20,6 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cvm.cli_models import models_app  # light: MLflow is imported inside its commands
+
 app = typer.Typer(
     name="cvm",
     help="Customer Value Management scoring: features, models, scores and offers.",
@@ -33,6 +35,7 @@ sources_app = typer.Typer(help="Check a dataset against the source contract.", n
 app.add_typer(features_app, name="features")
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(sources_app, name="sources")
+app.add_typer(models_app, name="models")
 
 console = Console(stderr=False)
 err = Console(stderr=True)
@@ -67,6 +70,8 @@ def _setup(verbose: bool) -> None:
     for noisy in ("py4j", "pyspark", "numexpr", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow logs every table migration and registration at INFO: the summaries say it already.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
 
 
 def _run(fn):
@@ -214,8 +219,9 @@ def build_and_maybe_publish(dataset: str | None, as_of: str, engine: str = "duck
 
 
 @contextmanager
-def _step_progress(title: str, total: int):
-    """A progress bar over a pipeline's named steps; yields the callback that advances it."""
+def _step_progress(title: str, total: int | None):
+    """A progress bar over a pipeline's named steps (pulsing when their number is not known
+    in advance); yields the callback that advances it."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -229,7 +235,8 @@ def _step_progress(title: str, total: int):
             bar.update(task, completed=done, description=f"{title}: {name}")
 
         yield advance
-        bar.update(task, completed=total)
+        if total is not None:
+            bar.update(task, completed=total)
 
 
 def _publish(h, dataset: str, path: Path, day: date):
@@ -437,22 +444,139 @@ def _print_stats(title: str, stats: dict) -> None:
     console.print(t)
 
 
+# --------------------------------------------------------------------------- train
+def _task_config(task: str, config: Path | None, experiments: Path):
+    """``experiments/<task>.yaml`` (training settings; its ``extends`` gives the dataset's
+    sections) over --config when given; returns the config and its effective YAML."""
+    import yaml
+
+    from cvm.config import load_config
+
+    task_file = experiments / f"{task}.yaml"
+    path = task_file if task_file.exists() else None
+    cfg = load_config(path, base=config)
+    sources = ", ".join(str(p) for p in (config, path) if p is not None) or "defaults"
+    text = f"# effective configuration of `cvm train {task}` (from {sources})\n" + yaml.safe_dump(
+        cfg.model_dump(mode="json"), sort_keys=False)
+    return cfg, text
+
+
+def train_tasks(tasks: list[str], dataset: str | None, as_of: str, *, horizon_days: int | None = None,
+                trials: int | None = None, config: Path | None = None, experiments: Path = Path("experiments"),
+                home: Path | None = None) -> tuple[list, list[str]]:
+    """Train each task; returns the results and the tasks skipped because --as-of is too early."""
+    from cvm.engines import open_engine
+    from sources.dataset import resolve_dataset
+    from training.dataset import TaskUnavailableError
+    from training.origins import InsufficientHistoryError
+    from training.pipeline import train_task
+
+    day = _parse_date(as_of)
+    h = _home(home)
+    results = []
+    engine = open_engine("duckdb", temp_dir=h.tmp(ensure=True))
+    too_early: list[str] = []
+    for task in tasks:
+        cfg, text = _task_config(task, config, experiments)
+        ds = resolve_dataset(_dataset_spec(dataset, cfg), h, progress=True)
+        with _step_progress(f"train {task} as_of {day}", None) as advance:
+            try:
+                result = train_task(task, ds, day, engine, h, cfg, cfg.train, horizon_days=horizon_days,
+                                    trials=trials, config_text=text, step=advance)
+            except TaskUnavailableError as exc:  # the data cannot support the task: not an error
+                err.print(f"[yellow]skipped {task}:[/] {escape(str(exc))}", soft_wrap=True)
+                continue
+            except InsufficientHistoryError as exc:  # the as_of asked for is too early: the user's to fix
+                err.print(f"[yellow]skipped {task}:[/] {escape(str(exc))}", soft_wrap=True)
+                too_early.append(task)
+                continue
+        results.append(result)
+    return results, too_early
+
+
+def _print_training(results) -> None:
+    """One table per task: the model's test metrics next to every baseline's."""
+    for r in results:
+        judged = [m for m in (r.primary, "test_orders_mae") if m in r.metrics]
+        shown = [m for m in (r.primary, "test_auc", "test_pr_auc", "test_brier", "test_ece", "test_lift_at_10pct",
+                             "test_mae", "test_rmse", "test_orders_mae", "test_orders_rmse")
+                 if m in r.metrics or any(m in row for row in r.baselines.values())]
+        shown = list(dict.fromkeys(shown))
+        reg = (f"v{r.registration.version} " + ("champion" if r.registration.promoted else "challenger")
+               if r.registration else "not registered")
+        t = Table(title=f"{r.task}: as_of {r.as_of}, horizon {r.horizon_days} d, rows train/valid/test "
+                        f"{r.rows['train']:,}/{r.rows['valid']:,}/{r.rows['test']:,}, "
+                        f"{r.timings.get('total', 0):.0f} s, {reg}", title_justify="left")
+        t.add_column("test metric")
+        t.add_column("model", justify="right")
+        names = list(r.baselines)
+        for name in names:
+            t.add_column(name, justify="right")
+        for m in shown:
+            label = m.removeprefix("test_") + (" *" if m in judged else "")
+            cells = [r.metrics.get(m)] + [r.baselines[n].get(m) for n in names]
+            t.add_row(label, *["" if v is None or v != v else f"{v:.4f}" for v in cells])
+        console.print(t)
+        verdict = "[green]beats every baseline[/]" if r.beats_all_baselines else "[red]does NOT beat every baseline[/]"
+        console.print(f"  * judged metric; model {verdict}; MLflow run {r.run_id}")
+        for s in r.shortfalls:
+            console.print(f"  [red]shortfall[/] {escape(s)}")
+        if r.registration:
+            console.print(f"  registry: {escape(r.registration.reason)}")
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Argument(help="churn, next-purchase, cross-sell, clv or all.")],
+    as_of: AsOfOpt,
+    dataset: ConfigDatasetOpt = None,
+    horizon_days: Annotated[Optional[int], typer.Option("--horizon-days", min=1, help="Label window H (default: per task, from the config).")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Optuna trials (default: the config's budget).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Dataset-level experiment YAML (features, validation, profiles) under the task's training settings; default: what experiments/<task>.yaml extends.")] = None,
+    experiments: Annotated[Path, typer.Option("--experiments", help="Folder of per-task experiment YAMLs.")] = Path("experiments"),
+    home: HomeOpt = None,
+) -> None:
+    """Train, evaluate against baselines, log to MLflow and register, as if today were --as-of.
+
+    Only data strictly before --as-of is read: the test snapshot is the latest whose label
+    window ends by --as-of, validation precedes it, training snapshots precede validation."""
+    from training.config import TASKS
+
+    def go():
+        if task != "all" and task not in TASKS:
+            raise UserError(f"unknown task {task!r}: choose {', '.join(TASKS)} or all")
+        results, too_early = train_tasks(list(TASKS) if task == "all" else [task], dataset, as_of,
+                                         horizon_days=horizon_days, trials=trials, config=config,
+                                         experiments=experiments, home=home)
+        if results:
+            _print_training(results)
+        if too_early:
+            raise UserError(f"not enough history before --as-of {as_of} for: {', '.join(too_early)}")
+
+    _run(go)
+
+
 # ---------------------------------------------------------------------------- demo
 @app.command()
 def demo(
-    as_of: Annotated[str, typer.Option("--as-of", help="Snapshot date on Complete Journey (data covers 2017).")] = "2017-10-01",
+    as_of: Annotated[str, typer.Option("--as-of", help="Snapshot and training date on Complete Journey (data covers 2017).")] = "2017-11-01",
     synthetic_customers: Annotated[int, typer.Option("--synthetic-customers", min=0, help="Persons in the synthetic part (0 skips it).")] = 20_000,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Optuna trials per model (default: experiments/<task>.yaml, 30).")] = None,
     home: HomeOpt = None,
 ) -> None:
     """The main job end to end: features on Complete Journey (real data), published and looked up;
-    then a synthetic dataset with messy identities: golden records, features, linkage quality."""
+    the four models trained as of that date, judged against their baselines and registered in
+    MLflow; then a synthetic dataset with messy identities: golden records, features, linkage quality."""
     def go():
         import pyarrow.dataset as pads
 
         from features.online_store import open_online_store
 
+        experiments = Path("experiments")
+        config = experiments / "completejourney.yaml"
         console.rule("[bold]1. Complete Journey (Dunnhumby, real data): point-in-time features")
         result, published = build_and_maybe_publish("completejourney", as_of, publish=True,
+                                                     config=config if config.exists() else None,
                                                      replace_schema=True, home=home)
         _print_build(result, published)
         store = open_online_store(_home(home), result.dataset)
@@ -460,10 +584,18 @@ def demo(
         row = store.get(first)
         console.print(f"online store lookup of customer {first}: segment {row['rfm_segment']}, "
                       f"recency {row['recency_days']} d, frequency {row['frequency']}, monetary {row['monetary']:.2f}")
+        from training.config import TASKS
+
+        console.rule(f"[bold]2. Training as if today were {as_of}: churn, next-purchase, cross-sell, clv")
+        results, too_early = train_tasks(list(TASKS), "completejourney", as_of, trials=trials,
+                                         experiments=experiments, home=home)
+        _print_training(results)
+        if too_early:
+            raise UserError(f"not enough history before --as-of {as_of} for: {', '.join(too_early)}")
         if synthetic_customers:
             from sources.synth import generate
 
-            console.rule(f"[bold]2. Synthetic data, {synthetic_customers:,} persons with messy identities")
+            console.rule(f"[bold]3. Synthetic data, {synthetic_customers:,} persons with messy identities")
             out = _home(home).datasets(ensure=True) / "synthetic-demo"
             with err.status("generating"):
                 generate(out, synthetic_customers, seed=0)
@@ -474,7 +606,8 @@ def demo(
                           if k in ("precision", "recall", "f1", "true_persons", "predicted_profiles",
                                    "persons_split", "profiles_merging_persons")})
         console.print("next: `cvm features schema --dataset completejourney` lists every feature; "
-                      "`cvm --help` lists the commands.")
+                      "`cvm models list` the registered models; `mlflow ui --backend-store-uri "
+                      "sqlite:///cvm_home/mlflow/mlflow.db` the runs; `cvm --help` the commands.")
 
     _run(go)
 
