@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.definitions import slug
 from training.bgnbd import BGNBD
 
 
@@ -57,13 +58,10 @@ def last_period(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
     return np.clip(_col(frame, f"spend_{w}d"), 0.0, None) * horizon_days / w
 
 
-def _one_per_customer(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.drop_duplicates(subset=["customer_id"]).reset_index(drop=True)
-
-
-def _bgnbd(test: pd.DataFrame, horizon_days: int, spend: bool) -> pd.DataFrame:
-    """BG/NBD outputs for every test row (customers repeated per category get their own row)."""
-    model = BGNBD(spend=spend).fit(_one_per_customer(test))
+def _bgnbd(test: pd.DataFrame, horizon_days: int, fitted: BGNBD | None, spend: bool) -> pd.DataFrame:
+    """BG/NBD (+ Gamma-Gamma) outputs for every test row, from ``fitted`` or a fit on the
+    test snapshot (``BGNBD.fit`` counts a customer repeated per category once)."""
+    model = fitted if fitted is not None else BGNBD(spend=spend).fit(test)
     return model.transform(test, horizon_days)
 
 
@@ -75,8 +73,6 @@ def _recent_orders(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _category_days(frame: pd.DataFrame) -> np.ndarray:
-    from features.definitions import slug
-
     out = np.full(len(frame), np.nan)
     cats = frame["category"].astype("str").to_numpy()
     for c in np.unique(cats):
@@ -87,14 +83,18 @@ def _category_days(frame: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def baselines(task: str, train: pd.DataFrame, test: pd.DataFrame, horizon_days: int) -> Baselines:
-    """Baseline scores and values for every row of ``test`` (see the module table)."""
+def baselines(task: str, train: pd.DataFrame, test: pd.DataFrame, horizon_days: int,
+              bgnbd: BGNBD | None = None) -> Baselines:
+    """Baseline scores and values for every row of ``test`` (see the module table).
+
+    ``bgnbd``: a BG/NBD + Gamma-Gamma model already fitted on the test snapshot (the
+    training pipeline's), saving a second fit; fitted here when not given."""
     out = Baselines()
     if task in ("churn", "next-purchase"):
         sign = 1.0 if task == "churn" else -1.0
         out.scores["recency"] = sign * _col(test, "recency_days")
         out.scores["rfm_score"] = -sign * rfm_score(test)
-        bg = _bgnbd(test, horizon_days, spend=False)
+        bg = _bgnbd(test, horizon_days, bgnbd, spend=False)
         p_buy = bg["bgnbd_p_purchase"].to_numpy()
         out.scores["bgnbd"] = 1.0 - p_buy if task == "churn" else p_buy
         if task == "next-purchase":
@@ -109,7 +109,7 @@ def baselines(task: str, train: pd.DataFrame, test: pd.DataFrame, horizon_days: 
         # bought the category before (long ago) beats never; sooner beats later
         out.scores["category_recency"] = np.where(np.isnan(days), 0.0, 1.0 / (1.0 + days))
     elif task == "clv":
-        bg = _bgnbd(test, horizon_days, spend=True)
+        bg = _bgnbd(test, horizon_days, bgnbd, spend=True)
         out.values["bgnbd_gamma_gamma"] = bg["bgnbd_expected_spend"].to_numpy()
         out.values["last_period"] = last_period(test, horizon_days)
         out.values["historical_rate"] = np.clip(historical_rate(test, "spend_total", horizon_days), 0.0, None)

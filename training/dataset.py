@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time
 
 import ibis
@@ -82,7 +82,6 @@ class TrainingData:
     valid: pd.DataFrame
     test: pd.DataFrame
     feature_set: FeatureSet
-    profiles: list[dict] = field(default_factory=list)
 
     def fingerprint(self) -> str:
         """Changes whenever any training, validation or test row changes."""
@@ -97,17 +96,14 @@ def assemble(task: Task, sources: Sources, fs: FeatureSet, origins: Origins, cfg
     """Feature snapshot + labels at every origin; ``sources`` must already end at as_of."""
     check_task(task, fs)
     frames: dict[date, pd.DataFrame] = {}
-    stats = []
     for origin in (*origins.train, origins.valid, origins.test):
         if step:
             step(f"snapshot {origin}")
-        tables, profile_stats = linked_tables(sources, origin, None, profiles)
-        if profile_stats:
-            stats.append({"as_of": origin.isoformat(), **{k: profile_stats[k] for k in ("records", "profiles")}})
+        tables, _ = linked_tables(sources, origin, None, profiles)
         feats = sources.engine.execute(build_features(tables, origin, fs))
         labs = sources.engine.execute(labels_at(task, tables, origin, origins.horizon_days, cfg, fs))
         frame = labs.merge(feats, on="customer_id", how="inner", validate="many_to_one")
         frames[origin] = frame.sort_values([c for c in ("customer_id", "category") if c in frame.columns],
                                            kind="stable").reset_index(drop=True)
     train = pd.concat([frames[o] for o in origins.train], ignore_index=True)
-    return TrainingData(task, origins, train, frames[origins.valid], frames[origins.test], fs, stats)
+    return TrainingData(task, origins, train, frames[origins.valid], frames[origins.test], fs)

@@ -68,9 +68,9 @@ def _is_probability(p: np.ndarray) -> bool:
     return bool(np.all((p >= 0.0) & (p <= 1.0)))  # False for NaN too
 
 
-def expected_calibration_error(y_true: object, p: object, n_bins: int = 10) -> float:
-    """Mean |observed rate - mean predicted probability| over equal-width bins of [0, 1],
-    each bin weighted by its share of rows (empty bins weigh nothing).
+def calibration_bins(y_true: object, p: object, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, mean predicted probability and observed rate in each of ``n_bins`` equal-width
+    bins of [0, 1] (empty bins: count 0, NaN means).
 
     Bin b holds p in [b/n_bins, (b+1)/n_bins), the edges being the floats ``b / n_bins``;
     p = 1 falls in the last bin. The bin is ``floor(p * n_bins)`` rather than a search over
@@ -86,11 +86,24 @@ def expected_calibration_error(y_true: object, p: object, n_bins: int = 10) -> f
     bins -= (bins > 0) & (prob < bins / n_bins)  # product rounded up across an edge
     bins += (bins < n_bins - 1) & (prob >= (bins + 1) / n_bins)  # product rounded down below one
     count = np.bincount(bins, minlength=n_bins).astype("float64")
-    sum_y = np.bincount(bins, weights=y, minlength=n_bins)
-    sum_p = np.bincount(bins, weights=prob, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(bins, weights=prob, minlength=n_bins) / count
+        rate = np.bincount(bins, weights=y, minlength=n_bins) / count
+    return count, mean_p, rate
+
+
+def expected_calibration_error(y_true: object, p: object, n_bins: int = 10) -> float:
+    """Mean |observed rate - mean predicted probability| over the ``calibration_bins``,
+    each bin weighted by its share of rows (empty bins weigh nothing)."""
+    count, mean_p, rate = calibration_bins(y_true, p, n_bins)
     hit = count > 0
-    gap = np.abs(sum_y[hit] / count[hit] - sum_p[hit] / count[hit])
-    return float(np.sum(gap * count[hit]) / len(y))
+    return float(np.sum(np.abs(rate[hit] - mean_p[hit]) * count[hit]) / count.sum())
+
+
+def descending_order(score: object) -> np.ndarray:
+    """Row indices by descending score; ties keep row order (stable), NaN comes last."""
+    s = _vector(score, "score")
+    return np.argsort(np.where(np.isnan(s), np.inf, -s), kind="stable")
 
 
 def lift_at(y_true: object, score: object, fraction: float = 0.10) -> float:
@@ -107,8 +120,7 @@ def lift_at(y_true: object, score: object, fraction: float = 0.10) -> float:
     overall = float(np.mean(y))
     if overall == 0.0:
         return math.nan
-    key = np.where(np.isnan(s), np.inf, -s)  # ascending on -score == descending on score
-    order = np.argsort(key, kind="stable")
+    order = descending_order(s)
     k = max(1, math.ceil(fraction * len(y) - 1e-9))  # 1e-9: 0.1 * 30 is 3.0000000000000004
     return float(np.mean(y[order[:k]]) / overall)
 

@@ -15,14 +15,10 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from features.definitions import slug
+
 #: columns a cross-sell row adds to the customer's features
 CROSS_SELL_CONTEXT = ("xs_category", "xs_days_since", "xs_spend_share")
-
-
-def slug(text: str) -> str:
-    from features.definitions import slug as _slug
-
-    return _slug(text)
 
 
 def cross_sell_context(frame: pd.DataFrame, categories: Sequence[str]) -> pd.DataFrame:

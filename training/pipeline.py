@@ -6,7 +6,6 @@ the run and returns a summary the CLI prints.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -28,12 +27,13 @@ from features.pipeline import dataset_shape
 from sources.dataset import Dataset
 from sources.load import load_sources
 from training import metrics as M
-from training.baselines import baselines
+from training.baselines import Baselines, baselines
 from training.bgnbd import BGNBD
+from training.bgnbd import OUTPUT_COLUMNS as BGNBD_OUTPUTS
 from training.config import DEFAULT_HORIZON, Task, TrainConfig
 from training.dataset import TrainingData, assemble, before, check_task, data_start
 from training.encode import FeatureEncoder
-from training.model import CROSS_SELL_CONTEXT, Calibrator, PyfuncModel, TaskModel, cross_sell_context
+from training.model import CROSS_SELL_CONTEXT, Calibrator, PyfuncModel, TaskModel
 from training.origins import longest_horizon, plan_origins
 from training.tune import fit, tune
 
@@ -70,7 +70,7 @@ def select_features(fs: FeatureSet, cfg: TrainConfig, task: Task) -> list[str]:
             continue
         chosen.append(spec.name)
     if cfg.features.bgnbd:
-        chosen += ["bgnbd_p_alive", "bgnbd_expected_purchases", "bgnbd_p_purchase", "bgnbd_expected_spend"]
+        chosen += list(BGNBD_OUTPUTS)
     if task == "cross-sell":
         chosen += list(CROSS_SELL_CONTEXT)
     return chosen
@@ -80,39 +80,47 @@ def _target(task: Task, frame: pd.DataFrame) -> np.ndarray:
     return frame["spend" if task == "clv" else "label"].to_numpy(dtype="float64")
 
 
-def _evaluate(task: Task, model: TaskModel, data: TrainingData) -> tuple[dict, dict, np.ndarray]:
+def _category_aucs(y: np.ndarray, score: np.ndarray, category: np.ndarray, categories) -> dict[str, float]:
+    """AUC within each category that has both outcomes in the test snapshot."""
+    out = {}
+    for c in categories:
+        hit = category == c
+        if hit.any() and 0 < y[hit].sum() < hit.sum():
+            out[c] = M.classification_metrics(y[hit], score[hit])["auc"]
+    return out
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _evaluate(task: Task, model: TaskModel, data: TrainingData,
+              base: Baselines) -> tuple[dict, dict, np.ndarray]:
+    """The model's test metrics, each baseline's on the same rows, and the model's scores."""
     test = data.test
     y = _target(task, test)
+    pred = model.score_rows(test)
     if task == "clv":
-        pred = model.score_rows(test)
         metrics = {f"test_{k}": v for k, v in M.regression_metrics(y, pred).items()}
     else:
-        pred = model.score_rows(test)
         metrics = {f"test_{k}": v for k, v in M.classification_metrics(y, pred).items()}
     if task == "next-purchase":
         orders = model.count_booster.predict(model.matrix(test))
         metrics.update({f"test_orders_{k}": v for k, v in
                         M.regression_metrics(test["orders"].to_numpy(float), orders).items()})
+    category = test["category"].to_numpy() if task == "cross-sell" else None
     if task == "cross-sell":
-        per_cat = {}
-        for c in model.categories:
-            hit = (test["category"] == c).to_numpy()
-            if hit.any() and 0 < y[hit].sum() < hit.sum():
-                per_cat[c] = M.classification_metrics(y[hit], pred[hit])["auc"]
-        metrics["test_mean_category_auc"] = float(np.mean(list(per_cat.values()))) if per_cat else float("nan")
+        per_cat = _category_aucs(y, pred, category, model.categories)
+        metrics["test_mean_category_auc"] = _mean(per_cat.values())
         metrics.update({f"test_auc_{c}": v for c, v in per_cat.items()})
-    base = baselines(task, data.train, test, data.origins.horizon_days)
     table: dict[str, dict[str, float]] = {}
     for name, score in base.scores.items():
-        table[name] = {f"test_{k}": v for k, v in M.classification_metrics(y if task != "clv" else y > 0, score).items()}
-        if task == "cross-sell":
-            per = [M.classification_metrics(y[(test["category"] == c).to_numpy()],
-                                            score[(test["category"] == c).to_numpy()])["auc"]
-                   for c in model.categories if c in per_cat]
-            table[name]["test_mean_category_auc"] = float(np.mean(per)) if per else float("nan")
+        table[name] = {f"test_{k}": v for k, v in M.classification_metrics(y, score).items()}
+        if task == "cross-sell":  # over the same categories as the model's mean
+            table[name]["test_mean_category_auc"] = _mean(_category_aucs(y, score, category, per_cat).values())
+    truth, prefix = (test["orders"].to_numpy(float), "test_orders_") if task == "next-purchase" else (y, "test_")
     for name, value in base.values.items():
-        truth = test["orders"].to_numpy(float) if task == "next-purchase" else y
-        prefix = "test_orders_" if task == "next-purchase" else "test_"
         table.setdefault(name, {}).update({f"{prefix}{k}": v for k, v in M.regression_metrics(truth, value).items()})
     return metrics, table, pred
 
@@ -158,6 +166,7 @@ def train_task(task: Task, dataset: Dataset, as_of: date, engine: Engine, home: 
         horizon = longest_horizon(as_of, start, train_cfg.origins, train_cfg.labels.max_clv_horizon_days)
     origins = plan_origins(as_of, start, horizon, train_cfg.origins)
     data = assemble(task, sources, fs, origins, train_cfg.labels, config.profiles, step=say)
+    fingerprint = data.fingerprint()
     timings["data"] = time.perf_counter() - t_start
 
     say("fit BG/NBD")
@@ -186,7 +195,7 @@ def train_task(task: Task, dataset: Dataset, as_of: date, engine: Engine, home: 
     with mlflow.start_run(experiment_id=experiment, run_name=f"{task} as_of {as_of}") as run:
         mlflow.log_params({
             "task": task, "as_of": as_of.isoformat(), "horizon_days": horizon, "dataset": dataset.name,
-            "data_fingerprint": data.fingerprint(), "feature_set": fs.fingerprint(),
+            "data_fingerprint": fingerprint, "feature_set": fs.fingerprint(),
             "n_features": len(features), "trials": train_cfg.budget.trials, "seed": train_cfg.seed,
             "origins_train": ",".join(d.isoformat() for d in origins.train),
             "origin_valid": origins.valid.isoformat(), "origin_test": origins.test.isoformat(),
@@ -237,7 +246,8 @@ def train_task(task: Task, dataset: Dataset, as_of: date, engine: Engine, home: 
             model.count_booster = count.booster_
 
         say("evaluate on the test snapshot")
-        metrics, table, pred = _evaluate(task, model, data)
+        base = baselines(task, data.train, data.test, horizon, bgnbd=bg)
+        metrics, table, pred = _evaluate(task, model, data, base)
         beats, shortfalls = _compare(task, metrics, table)
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         for name, row in table.items():
@@ -247,7 +257,7 @@ def train_task(task: Task, dataset: Dataset, as_of: date, engine: Engine, home: 
             mlflow.set_tag("shortfalls", " | ".join(shortfalls)[:5000])
 
         say("plots and artifacts")
-        _log_artifacts(task, model, data, metrics, table, pred, shortfalls, plots)
+        _log_artifacts(task, model, data, base, metrics, table, pred, shortfalls, plots)
 
         say("log and register the model")
         input_example = _input_example(data.test, model)
@@ -266,7 +276,7 @@ def train_task(task: Task, dataset: Dataset, as_of: date, engine: Engine, home: 
 
             decision = registry.register_and_gate(
                 client, task, info.model_uri, metrics[primary], champion_value,
-                tags={"as_of": as_of.isoformat(), "data_fingerprint": data.fingerprint(),
+                tags={"as_of": as_of.isoformat(), "data_fingerprint": fingerprint,
                       "feature_set": fs.fingerprint(), "horizon_days": str(horizon)})
             mlflow.set_tag("registration", decision.reason)
         timings["total"] = time.perf_counter() - t_start
@@ -306,33 +316,26 @@ def _quiet_pickle_warning():
 
 
 def _champion_metric(task: Task, model_uri: str, data: TrainingData, test_frame: pd.DataFrame) -> float | None:
-    """The current champion's primary metric on this run's test snapshot (None if it cannot run on it)."""
+    """The current champion's primary metric on this run's test snapshot; None when it is
+    another task's model. Any failure to load or score it propagates: the registry
+    reports the champion as not comparable and leaves the decision to a person."""
     import mlflow
 
-    from training import registry
-
-    try:
-        champion = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
-        if champion.task != task:
-            return None
-        pred = champion.score_rows(test_frame if task != "cross-sell" else
-                                   data.test.drop(columns=["label"]))
-    except Exception as exc:  # an incompatible champion cannot be compared: say so, do not crash
-        log.warning("current champion %s cannot score this test snapshot: %s", model_uri, exc)
+    champion = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+    if champion.task != task:
         return None
+    pred = champion.score_rows(test_frame)
     y = _target(task, data.test)
-    primary, _ = registry.PRIMARY[task]
     if task == "clv":
         return M.regression_metrics(y, pred)["mae"]
     if task == "cross-sell":
-        per = [M.classification_metrics(y[hit], pred[hit])["auc"]
-               for c in champion.categories
-               for hit in [(data.test["category"] == c).to_numpy()] if hit.any() and 0 < y[hit].sum() < hit.sum()]
-        return float(np.mean(per)) if per else None
+        per = _category_aucs(y, pred, data.test["category"].to_numpy(), champion.categories)
+        return _mean(per.values()) if per else None
     return M.classification_metrics(y, pred)["auc"]
 
 
-def _log_artifacts(task, model: TaskModel, data: TrainingData, metrics, table, pred, shortfalls, plots) -> None:
+def _log_artifacts(task, model: TaskModel, data: TrainingData, base: Baselines, metrics, table, pred, shortfalls,
+                   plots) -> None:
     import mlflow
 
     y = _target(task, data.test)
@@ -342,7 +345,6 @@ def _log_artifacts(task, model: TaskModel, data: TrainingData, metrics, table, p
         evaluation = pd.DataFrame(rows)
         evaluation.to_csv(out / "evaluation.csv", index=False)
         (out / "evaluation.md").write_text(_markdown(evaluation, shortfalls))
-        base = baselines(task, data.train, data.test, data.origins.horizon_days)
         figs = {}
         if task != "clv":
             scores = {"lightgbm": pred, **base.scores}

@@ -1,4 +1,7 @@
-"""Evaluation plots logged with every training run (matplotlib figures, no display needed).
+"""Evaluation plots logged with every training run.
+
+Figures are built with ``matplotlib.figure.Figure`` directly, not pyplot: no backend, no
+display and no global state are involved, and ``fig.savefig`` renders with Agg.
 
 Each function takes the truth and one or more named scores and returns a Figure; the
 caller saves it. Scores with NaN are ranked last, as in ``training.metrics``.
@@ -8,19 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
-matplotlib.use("Agg", force=False)  # headless; a no-op when a backend is already chosen
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
-
-from training.metrics import rank_scores  # noqa: E402
+from training.metrics import calibration_bins, descending_order, rank_scores
 
 
-def _figure(title: str) -> tuple[Figure, plt.Axes]:
+def _figure(title: str) -> tuple[Figure, Axes]:
     fig = Figure(figsize=(6, 4.5))
     ax = fig.add_subplot()
     ax.set_title(title)
@@ -29,8 +28,6 @@ def _figure(title: str) -> tuple[Figure, plt.Axes]:
 
 
 def roc_plot(y: np.ndarray, scores: Mapping[str, np.ndarray]) -> Figure:
-    from sklearn.metrics import roc_auc_score
-
     fig, ax = _figure("ROC on the test snapshot")
     for name, s in scores.items():
         r = rank_scores(s)
@@ -58,8 +55,7 @@ def pr_plot(y: np.ndarray, scores: Mapping[str, np.ndarray]) -> Figure:
 def gains_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Share of rows targeted (by descending score) vs share of the total of ``y`` captured."""
     y = np.asarray(y, dtype="float64")
-    s = np.asarray(score, dtype="float64")
-    order = np.argsort(np.where(np.isnan(s), np.inf, -s), kind="stable")
+    order = descending_order(score)
     captured = np.cumsum(y[order])
     total = captured[-1] if len(captured) and captured[-1] != 0 else 1.0
     share = np.arange(1, len(y) + 1) / len(y)
@@ -81,13 +77,9 @@ def gains_plot(y: np.ndarray, scores: Mapping[str, np.ndarray]) -> Figure:
 def calibration_plot(y: np.ndarray, probabilities: Mapping[str, np.ndarray], n_bins: int = 10) -> Figure:
     fig, ax = _figure("Calibration on the test snapshot")
     for name, p in probabilities.items():
-        p = np.asarray(p, dtype="float64")
-        bins = np.minimum(np.floor(np.clip(p, 0, 1) * n_bins).astype(int), n_bins - 1)
-        count = np.bincount(bins, minlength=n_bins)
+        count, mean_p, rate = calibration_bins(y, np.clip(p, 0.0, 1.0), n_bins)
         hit = count > 0
-        mean_p = np.bincount(bins, weights=p, minlength=n_bins)[hit] / count[hit]
-        rate = np.bincount(bins, weights=y, minlength=n_bins)[hit] / count[hit]
-        ax.plot(mean_p, rate, marker="o", label=name)
+        ax.plot(mean_p[hit], rate[hit], marker="o", label=name)
     ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect")
     ax.set_xlabel("mean predicted probability")
     ax.set_ylabel("observed rate")
