@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cvm.cli_models import models_app  # light: MLflow is imported inside its commands
+from cvm.cli_serve import bento, nbo_app, serve  # light: BentoML is imported inside its commands
 
 app = typer.Typer(
     name="cvm",
@@ -36,6 +37,9 @@ app.add_typer(features_app, name="features")
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(sources_app, name="sources")
 app.add_typer(models_app, name="models")
+app.add_typer(nbo_app, name="nbo")
+app.command()(serve)
+app.command()(bento)
 
 console = Console(stderr=False)
 err = Console(stderr=True)

@@ -162,6 +162,8 @@ class OnlineStore(Protocol):
 
     def feature_names(self) -> list[str]: ...
 
+    def sample_ids(self, n: int) -> list[str]: ...
+
     def close(self) -> None: ...
 
 
@@ -296,6 +298,21 @@ class SQLiteOnlineStore:
             except sqlite3.DatabaseError as exc:
                 raise reader.layout.unreadable(exc) from exc
         return reader.layout.frame(ids, {row[0]: row for row in rows})
+
+    def sample_ids(self, n: int) -> list[str]:
+        """Up to ``n`` customer ids spread evenly over the snapshot (deterministic): for
+        population statistics such as a service's cold-start priors."""
+        if n < 1:
+            return []
+        with self._lock:
+            reader = self._reader_locked()
+            step = max(1, reader.layout.snapshot.rows // n)
+            try:
+                rows = reader.con.execute(f'SELECT "{KEY_COLUMN}" FROM {_TABLE} WHERE rowid % ? = 0 LIMIT ?',
+                                          (step, n)).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise reader.layout.unreadable(exc) from exc
+        return [r[0] for r in rows]
 
     def warm_up(self) -> PublishedSnapshot:
         """Read the served snapshot's file once, so the first lookups do not pay page faults.

@@ -13,7 +13,7 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
-pytest_plugins = ["tests.mlflow_fixtures"]
+pytest_plugins = ["tests.mlflow_fixtures", "tests.serving_fixtures"]
 
 AS_OF = date(2024, 3, 1)
 T = pd.Timestamp

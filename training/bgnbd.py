@@ -118,7 +118,8 @@ def bgnbd_predictions(params: dict[str, float], frequency: np.ndarray, recency: 
                       t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """P(alive), expected repeat purchases in (T, T + t] and P(at least one), given history.
 
-    The first two are lifetimes' (Hardie's note 021 and FHL eq. 10). lifetimes 0.11 has no
+    The first two are lifetimes' formulas (Hardie's note 021 and FHL eq. 10), computed here
+    in numpy (tests compare them with lifetimes' own methods). lifetimes 0.11 has no
     conditional P(no purchase), so it is derived here: only the "still alive" part of the
     likelihood, (1-p)^x λ^x e^{-λT}, lets a customer buy again, and under it λ's posterior
     is Gamma(r + x, α + T), independent of p. With no purchase there is no chance to drop
@@ -126,15 +127,27 @@ def bgnbd_predictions(params: dict[str, float], frequency: np.ndarray, recency: 
 
         P(X(T, T+t) = 0 | x, t_x, T) = 1 - P(alive) + P(alive) ((α+T) / (α+T+t))^(r+x).
     """
-    with _quiet():
-        fitter = _bgnbd_fitter(params)
-        p_alive = np.asarray(fitter.conditional_probability_alive(frequency, recency, T), dtype="float64")
-        expected = np.asarray(fitter.conditional_expected_number_of_purchases_up_to_time(t, frequency, recency, T),
-                              dtype="float64")
-        r, alpha = params["r"], params["alpha"]
+    # lifetimes' formulas in plain numpy (no fitter object, no global warning filters), so
+    # that scoring is cheap per call and safe from many threads at once.
+    from scipy.special import expit, hyp2f1
+
+    r, alpha, a, b = (float(params[k]) for k in ("r", "alpha", "a", "b"))
+    x = np.asarray(frequency, dtype="float64")
+    tx = np.asarray(recency, dtype="float64")
+    T = np.asarray(T, dtype="float64")
+    with np.errstate(all="ignore"):
+        log_div = (r + x) * np.log((alpha + T) / (alpha + tx)) + np.log(a / (b + np.maximum(x, 1) - 1))
+        p_alive = np.where(x == 0, 1.0, expit(-log_div))
+        _a, _b, _c, _z = r + x, b + x, a + b + x - 1, t / (alpha + T + t)
+        ln_hyp = np.log(hyp2f1(_a, _b, _c, _z))
+        ln_hyp_alt = np.log(hyp2f1(_c - _a, _c - _b, _c, _z)) + (_c - _a - _b) * np.log(1 - _z)
+        ln_hyp = np.where(np.isinf(ln_hyp), ln_hyp_alt, ln_hyp)
+        numerator = (a + b + x - 1) / (a - 1) * (1 - np.exp(ln_hyp + (r + x) * np.log((alpha + T) / (alpha + t + T))))
+        denominator = 1 + (x > 0) * (a / (b + x - 1)) * ((alpha + T) / (alpha + tx)) ** (r + x)
+        expected = numerator / denominator
         p_alive = np.clip(np.broadcast_to(p_alive, np.shape(T)), 0.0, 1.0)
         # 1 - ((α+T)/(α+T+t))^(r+x), in a form that keeps its precision when it is tiny
-        buys_if_alive = -np.expm1((r + frequency) * -np.log1p(t / (alpha + T)))
+        buys_if_alive = -np.expm1((r + x) * -np.log1p(t / (alpha + T)))
         p_purchase = np.clip(p_alive * buys_if_alive, 0.0, 1.0)
     return p_alive, np.clip(expected, 0.0, None), p_purchase
 

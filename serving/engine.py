@@ -1,0 +1,302 @@
+"""What the service does, without the web layer: champions + online snapshot + offer
+catalog in, answers out.
+
+``ServingState`` is immutable once built; the service swaps a whole new state in when a
+champion alias moves (hot reload), so a request sees one consistent set of models,
+snapshot and catalog. ``score`` and ``recommend`` return plain JSON-ready dicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from features.definitions import slug
+from serving.catalog import Catalog
+from serving.inference import CompiledModel, block_from_frame, block_from_records, top_reasons
+from serving.nbo import CategorySpend, ContactHistory, ContactState, CustomerScores, arbitrate, offer_reasons, \
+    top_offers
+
+log = logging.getLogger(__name__)
+
+TASKS = ("churn", "next-purchase", "cross-sell", "clv")
+#: snapshot columns the engine reads besides the models' inputs
+EXTRA_COLUMNS = ("rfm_segment", "monetary", "avg_order_value")
+#: customers sampled from the snapshot for cold-start priors and category spend
+PRIOR_SAMPLE = 5000
+#: reason codes per score
+REASONS_PER_SCORE = 3
+#: cross-sell categories listed per customer
+TOP_CATEGORIES = 3
+#: above this many ids a request goes through one get_many instead of single gets
+_SINGLE_GET_LIMIT = 8
+
+
+class NotReadyError(RuntimeError):
+    """The service has nothing to serve yet (and the message says why)."""
+
+
+@dataclass(frozen=True)
+class Champion:
+    task: str
+    name: str  # registered model name, cvm-<task>
+    version: str
+    model: CompiledModel
+    source: str  # where it was loaded from (models:/cvm-churn/3, or a BentoML tag)
+
+
+@dataclass
+class ServingState:
+    """Everything one request needs, loaded together and never mutated."""
+
+    dataset: str
+    champions: dict[str, Champion]
+    store: object  # features.online_store.OnlineStore
+    catalog: Catalog
+    as_of: date
+    snapshot_version: str
+    spend: CategorySpend
+    priors: dict[str, object]
+    contacts: ContactHistory | None
+    categories: list[str]
+    columns: list[str]
+    string_columns: set[str]
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        return {t: c.version for t, c in self.champions.items()}
+
+    def version_header(self) -> str:
+        """``churn=3,next-purchase=2,...``: for the X-Model-Versions response header."""
+        return ",".join(f"{t}={c.version}" for t, c in self.champions.items())
+
+
+def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog: Catalog,
+                contacts: ContactHistory | None = None) -> ServingState:
+    """Check that models, snapshot and catalog fit together; compute priors. Raises
+    ``NotReadyError`` with the reason when they do not."""
+    if not champions:
+        raise NotReadyError("no champion model is registered (train one: cvm train all --as-of DATE)")
+    snap = store.current()
+    if snap is None:
+        raise NotReadyError(f"no feature snapshot is published for dataset {dataset!r} "
+                            f"(cvm features publish --dataset {dataset} --as-of DATE)")
+    available = set(snap.columns)
+    columns: list[str] = []
+    string_columns: set[str] = set()
+    for ch in champions.values():
+        missing = [c for c in ch.model.columns if c not in available]
+        if missing:
+            raise NotReadyError(f"model {ch.name} version {ch.version} needs feature(s) the published snapshot "
+                                f"{snap.version} lacks: {', '.join(missing[:10])}")
+        columns += [c for c in ch.model.columns if c not in columns]
+        string_columns |= ch.model.string_columns
+    categories: list[str] = list(champions["cross-sell"].model.categories) if "cross-sell" in champions else []
+    for c in [*EXTRA_COLUMNS, *(f"days_since_{slug(k)}" for k in categories),
+              *(f"spend_share_{slug(k)}" for k in categories)]:
+        if c in available and c not in columns:
+            columns.append(c)
+    string_columns |= {c for c in columns if snap.columns.get(c) == "string"}
+    catalog.check_categories(categories if categories else [], "offer catalog")
+    state = ServingState(dataset, dict(champions), store, catalog, snap.as_of, snap.version,
+                         CategorySpend({}), {}, contacts, categories, columns, string_columns)
+    ids = store.sample_ids(PRIOR_SAMPLE)
+    frame = store.get_many(ids)
+    block = block_from_frame(frame, [c for c in columns if c in frame.columns])
+    scored = _score_block(state, block, len(ids), reasons=False)
+    state.priors = _priors(scored, categories)
+    window = int(snap.metadata.get("rfm_window_days", 365)) if isinstance(snap.metadata, dict) else 365
+    if categories and "monetary" in block:
+        state.spend = CategorySpend.from_snapshot(block, categories, window, catalog.horizon_days)
+    # a smoke test: every model must give finite outputs on real rows before it serves
+    for key in ("churn_probability", "next_purchase_probability", "expected_orders", "clv"):
+        values = scored.get(key)
+        if values is not None and len(values) and not np.isfinite(values).any():
+            raise NotReadyError(f"{key}: the model gives no finite score on the snapshot's customers")
+    return state
+
+
+def _priors(scored: Mapping[str, np.ndarray], categories: Sequence[str]) -> dict[str, object]:
+    """Population means: the answer for a customer the snapshot does not know."""
+    out: dict[str, object] = {}
+    for key in ("churn_probability", "next_purchase_probability", "expected_orders", "clv"):
+        v = scored.get(key)
+        out[key] = float(np.nanmean(v)) if v is not None and np.isfinite(v).any() else None
+    xs = scored.get("cross_sell")
+    out["cross_sell"] = ([float(np.nanmean(xs[:, k])) if np.isfinite(xs[:, k]).any() else math.nan
+                          for k in range(len(categories))] if xs is not None else [])
+    aov = scored.get("avg_order_value")
+    out["avg_order_value"] = float(np.nanmedian(aov)) if aov is not None and np.isfinite(aov).any() else None
+    return out
+
+
+def _score_block(state: ServingState, block: Mapping[str, np.ndarray], n: int, *,
+                 reasons: bool) -> dict[str, object]:
+    out: dict[str, object] = {"reasons": {}}
+    for task, ch in state.champions.items():
+        m = ch.model
+        if task == "cross-sell":
+            out["cross_sell"] = m.cross_sell(block, n)
+            continue
+        s = m.score(block, n, reasons=reasons)
+        out.update(s.values)
+        if reasons and s.contributions is not None:
+            out["reasons"][task] = (s.contributions, s.inputs, m.features)
+    if "avg_order_value" in block:
+        out["avg_order_value"] = np.asarray(block["avg_order_value"], dtype="float64")
+    return out
+
+
+def _fetch(state: ServingState, ids: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Feature rows of ``ids`` (request order) as a block, and which were found."""
+    if len(ids) <= _SINGLE_GET_LIMIT:
+        records = [state.store.get(i) for i in ids]
+        found = np.array([r is not None for r in records], dtype=bool)
+        block = block_from_records([r or {} for r in records], state.columns, state.string_columns)
+        return found, block
+    frame = state.store.get_many(list(ids))
+    return frame["found"].to_numpy(dtype=bool), block_from_frame(frame, state.columns)
+
+
+def _num(v: float) -> float | None:
+    return None if v is None or not math.isfinite(v) else round(float(v), 6)
+
+
+def customer_scores(state: ServingState, ids: Sequence[str], *, reasons: bool = True
+                    ) -> tuple[CustomerScores, dict[str, object], np.ndarray, dict[str, np.ndarray]]:
+    """Scores of ``ids``; unknown customers get the population priors."""
+    found, block = _fetch(state, ids)
+    n = len(ids)
+    scored = _score_block(state, block, n, reasons=reasons)
+    priors = state.priors
+    cold = ~found
+
+    def col(key: str) -> np.ndarray:
+        v = scored.get(key)
+        arr = np.full(n, np.nan) if v is None else np.array(v, dtype="float64")
+        p = priors.get(key)
+        if cold.any() and p is not None and v is not None:
+            arr[cold] = p
+        return arr
+
+    k = len(state.categories)
+    xs = scored.get("cross_sell")
+    xs = np.full((n, k), np.nan) if xs is None else np.array(xs)
+    if cold.any() and k:
+        xs[cold] = np.asarray(priors["cross_sell"], dtype="float64")
+    days = (np.column_stack([np.asarray(block[f"days_since_{slug(c)}"], dtype="float64") for c in state.categories])
+            if k and all(f"days_since_{slug(c)}" in block for c in state.categories) else np.full((n, k), np.nan))
+    segment = np.asarray(block.get("rfm_segment", np.full(n, None, dtype=object)), dtype=object)
+    aov = col("avg_order_value")
+    if cold.any() and priors.get("avg_order_value") is not None:
+        aov[cold] = priors["avg_order_value"]
+    cs = CustomerScores(list(ids), found, segment, col("churn_probability"), col("next_purchase_probability"),
+                        col("expected_orders"), col("clv"), aov, xs, state.categories, days)
+    return cs, scored, found, block
+
+
+def score(state: ServingState, ids: Sequence[str], *, reasons: bool = True) -> list[dict[str, object]]:
+    """One answer per id, in request order (duplicates answered twice)."""
+    cs, scored, found, block = customer_scores(state, ids, reasons=reasons)
+    explain = {task.replace("-", "_"): _reasons(contrib, x, feats, block)
+               for task, (contrib, x, feats) in scored["reasons"].items()} if reasons else {}
+    results = []
+    for i, cid in enumerate(ids):
+        item: dict[str, object] = {
+            "customer_id": cid,
+            "found": bool(found[i]),
+            "rfm_segment": cs.segment[i] if found[i] else None,
+            "churn_probability": _num(cs.churn_probability[i]),
+            "next_purchase_probability": _num(cs.next_purchase_probability[i]),
+            "expected_orders": _num(cs.expected_orders[i]),
+            "clv": _num(cs.clv[i]),
+            "cross_sell": _top_categories(cs.cross_sell[i], state.categories),
+            "reasons": {},
+            "as_of": state.as_of.isoformat(),
+        }
+        if not found[i]:
+            item["cold_start"] = "unknown customer: population priors of the snapshot"
+        elif explain:
+            item["reasons"] = {task: rows[i] for task, rows in explain.items()}
+        results.append(item)
+    return results
+
+
+def _top_categories(p: np.ndarray, categories: Sequence[str]) -> list[dict[str, object]]:
+    order = [k for k in np.argsort(-np.nan_to_num(p, nan=-1.0), kind="stable") if np.isfinite(p[k])]
+    return [{"category": categories[k], "probability": round(float(p[k]), 6)} for k in order[:TOP_CATEGORIES]]
+
+
+def _reasons(contrib: np.ndarray, x: np.ndarray, features: Sequence[str],
+             block: Mapping[str, np.ndarray]) -> list[list[dict[str, object]]]:
+    out = top_reasons(contrib, x, features, REASONS_PER_SCORE)
+    for i, row in enumerate(out):
+        for r in row:  # strings as the customer has them, not the model's codes
+            raw = block.get(r["feature"])
+            if raw is not None and raw.dtype == object:
+                r["value"] = raw[i]
+    return out
+
+
+def recommend(state: ServingState, customer_id: str, k: int = 3, channel: str | None = None,
+              exclude_offer_ids: Sequence[str] = ()) -> dict[str, object]:
+    """The ``k`` best offers for one customer, best first, with their reasons."""
+    if channel is not None and channel not in state.catalog.channels:
+        raise ValueError(f"unknown channel {channel!r}; channels are {state.catalog.channels}")
+    cs, _, found, _ = customer_scores(state, [customer_id], reasons=False)
+    contacts = state.contacts.state([customer_id], state.catalog) if state.contacts is not None \
+        else ContactState.none(1, state.catalog)
+    result = arbitrate(cs, state.catalog, state.spend, contacts, channel=channel,
+                       exclude_offer_ids=exclude_offer_ids)
+    top = top_offers(cs, state.catalog, result, k, channel)
+    offers = []
+    for row in top.itertuples(index=False):
+        offer = state.catalog.offer(row.offer_id)
+        offers.append({
+            "offer_id": row.offer_id, "name": row.name, "type": row.type, "channel": row.channel,
+            "expected_value": round(float(row.expected_value), 4),
+            "propensity": round(float(row.propensity), 6), "value": round(float(row.value), 4),
+            "reasons": offer_reasons(offer, cs, 0, float(row.propensity), float(row.value), state.spend),
+        })
+    answer: dict[str, object] = {"customer_id": customer_id, "found": bool(found[0]),
+                                 "rfm_segment": cs.segment[0] if found[0] else None,
+                                 "offers": offers, "as_of": state.as_of.isoformat()}
+    if not found[0]:
+        answer["cold_start"] = "unknown customer: offers chosen on population priors"
+    if not offers:
+        why = {state.catalog.offers[j].id: result["why"][0, j] for j in range(len(state.catalog.offers))}
+        answer["no_offer_reasons"] = why
+    return answer
+
+
+def load_contacts(home, dataset_spec: str, as_of: date) -> ContactHistory | None:
+    """The dataset's contact history before ``as_of`` (golden customer ids), or None."""
+    from cvm.engines import open_engine
+    from features.pipeline import linked_tables
+    from sources.dataset import resolve_dataset
+    from sources.load import load_sources
+    from training.dataset import before
+
+    ds = resolve_dataset(dataset_spec, home)
+    if not ds.has("contacts"):
+        return None
+    engine = open_engine("duckdb", temp_dir=home.tmp(ensure=True))
+    tables = ("contacts", "identities") if ds.has("identities") else ("contacts",)
+    sources = before(load_sources(ds, engine, tables=tables), as_of)
+    linked, _ = linked_tables(sources, as_of)
+    frame = engine.execute(linked["contacts"].select("customer_id", "campaign_id", "timestamp"))
+    return ContactHistory.from_frame(frame, as_of)
+
+
+def catalog_for(dataset: str, path: str | Path | None = None) -> Catalog:
+    from serving.catalog import default_catalog_path, load_catalog
+
+    return load_catalog(path or default_catalog_path(dataset))

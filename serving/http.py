@@ -1,0 +1,137 @@
+"""HTTP concerns the API methods should not see: API keys, request ids, body size.
+
+``GuardMiddleware`` is a plain ASGI middleware added to the BentoML service:
+
+* every path except the probes, ``/metrics`` and the OpenAPI page needs
+  ``Authorization: Bearer <key>``; keys are compared in constant time
+  (``hmac.compare_digest`` against every configured key); ``/admin/*`` needs an admin
+  key. A key sent in the query string is refused (URLs end up in logs and proxies);
+* a request id (the caller's ``X-Request-ID`` when it is a safe token, else a new one)
+  goes into the response header and into every log line written while serving it;
+* bodies above ``max_body_bytes`` are answered 413 without being read.
+
+Refusals are JSON ``{"error": ...}``. Nothing here logs a key, a body or a customer id.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hmac
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+
+log = logging.getLogger("cvm.serving.http")
+
+#: the request being served (for log lines); "-" outside a request
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("cvm_request_id", default="-")
+
+PUBLIC_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/metrics", "/", "/docs.json", "/schema.json"})
+PUBLIC_PREFIXES = ("/static_content/", "/assets/")
+ADMIN_PREFIX = "/admin/"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_QUERY_KEY = re.compile(rb"(^|&)(api[_-]?key|key|token|access_token)=", re.IGNORECASE)
+
+Scope = dict
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+
+def key_matches(candidate: str, keys: Sequence[str]) -> bool:
+    """Constant time in the candidate's content: every key is compared, no early exit."""
+    given = candidate.encode()
+    ok = False
+    for k in keys:
+        ok |= hmac.compare_digest(given, k.encode())
+    return ok
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``record.request_id`` (the current request's id, or '-')."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+class GuardMiddleware:
+    def __init__(self, app, *, api_keys: Sequence[str] = (), admin_keys: Sequence[str] = (),
+                 no_auth: bool = False, max_body_bytes: int = 1 << 20):
+        self.app = app
+        self.api_keys = tuple(api_keys)
+        self.admin_keys = tuple(admin_keys)
+        self.no_auth = no_auth
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        token = REQUEST_ID.set(rid)
+        try:
+            refusal = self._refusal(scope, headers)
+            if refusal is not None:
+                status, message, extra = refusal
+                log.info("refused %s %s: %s", scope.get("method"), scope.get("path"), message)
+                await _json(send, status, {"error": message, "request_id": rid},
+                            [(b"x-request-id", rid.encode()), *extra])
+                return
+
+            async def send_with_headers(message: dict) -> None:
+                if message["type"] == "http.response.start":
+                    hdrs = list(message.get("headers", []))
+                    hdrs.append((b"x-request-id", rid.encode()))
+                    message = {**message, "headers": hdrs}
+                await send(message)
+
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            REQUEST_ID.reset(token)
+
+    def _refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> tuple[int, str, list] | None:
+        path = scope["path"]
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                if int(length) > self.max_body_bytes:
+                    return 413, f"request body too large: limit {self.max_body_bytes} bytes", []
+            except ValueError:
+                return 400, "invalid Content-Length header", []
+        if _is_public(path):
+            return None
+        if _QUERY_KEY.search(scope.get("query_string", b"")):
+            return 401, ("API keys are not accepted in the URL (URLs end up in logs): send "
+                         "'Authorization: Bearer <key>'"), [(b"www-authenticate", b"Bearer")]
+        admin = path.startswith(ADMIN_PREFIX)
+        if self.no_auth and not admin:
+            return None
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, key = auth.partition(" ")
+        if not auth:
+            return 401, "missing API key: send 'Authorization: Bearer <key>'", [(b"www-authenticate", b"Bearer")]
+        if scheme.lower() != "bearer" or not key.strip():
+            return 401, "malformed Authorization header: expected 'Bearer <key>'", [(b"www-authenticate", b"Bearer")]
+        keys = self.admin_keys if admin else self.api_keys
+        if admin and not keys:
+            return 403, "admin endpoints are disabled: set CVM_ADMIN_KEYS", []
+        if not key_matches(key.strip(), keys):
+            return (403 if admin and key_matches(key.strip(), self.api_keys) else 401,
+                    "invalid admin key" if admin else "invalid API key", [(b"www-authenticate", b"Bearer")])
+        return None
+
+
+def _is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+async def _json(send: Send, status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": data})

@@ -1,0 +1,293 @@
+"""Next-best-offer arbitration: scores and contact history in, ranked offers out.
+
+Pure and vectorised over customers x offers, so the service (one customer) and the
+nightly batch (millions) run the same code. For each (customer, offer):
+
+* eligible: segment rules, score ranges, the target category not bought recently
+  (and inside the cross-sell population for cross-sell offers), a requested channel,
+  the offer's cooldown and cap and the catalog's contact caps, counted from the contact
+  history strictly before ``as_of``;
+* propensity and value by offer type (``serving.catalog``), then
+  ``expected_value = propensity x value x lever - cost``;
+* ranked by expected value; offers not above ``min_expected_value`` are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+
+import numpy as np
+import pandas as pd
+
+from features.definitions import slug
+from serving.catalog import Catalog, Offer
+
+#: (customer, offer) rows nbo returns, in order
+OFFER_COLUMNS = ("customer_id", "rank", "offer_id", "name", "type", "channel", "propensity", "value",
+                 "expected_value")
+
+
+@dataclass(frozen=True)
+class CategorySpend:
+    """Expected spend of a buyer in each category over the catalog's horizon."""
+
+    per_buyer: dict[str, float]
+
+    @classmethod
+    def from_snapshot(cls, block: Mapping[str, np.ndarray], categories: Sequence[str], window_days: int,
+                      horizon_days: int) -> "CategorySpend":
+        """Mean spend per buying customer in each category, from snapshot features
+        (``spend_share_<c>`` x ``monetary`` over ``window_days``), scaled to the horizon."""
+        monetary = np.asarray(block["monetary"], dtype="float64")
+        out = {}
+        for c in categories:
+            spend = np.asarray(block[f"spend_share_{slug(c)}"], dtype="float64") * monetary
+            buyers = spend[np.isfinite(spend) & (spend > 0)]
+            out[c] = float(buyers.mean() * horizon_days / window_days) if len(buyers) else 0.0
+        return cls(out)
+
+
+@dataclass
+class ContactHistory:
+    """Past contacts (before ``as_of``), indexed for per-customer lookups.
+
+    ``ages`` are whole days from the contact's date to ``as_of`` (>= 1 for a contact the
+    day before); ``campaign_ids`` link a contact to an offer through ``Offer.campaign_ids``.
+    """
+
+    as_of: date
+    _index: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _ages: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="int64"))
+    _campaigns: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
+
+    @classmethod
+    def from_frame(cls, contacts: pd.DataFrame, as_of: date) -> "ContactHistory":
+        """``customer_id``, ``campaign_id``, ``timestamp`` rows; those at or after as_of are ignored."""
+        cut = pd.Timestamp(datetime.combine(as_of, time()))
+        ts = pd.to_datetime(contacts["timestamp"])
+        c = contacts.loc[ts < cut, ["customer_id", "campaign_id"]].assign(_ts=ts[ts < cut])
+        c = c.sort_values(["customer_id", "_ts"], kind="stable")
+        ages = (cut.normalize() - c["_ts"].dt.normalize()).dt.days.to_numpy(dtype="int64")
+        ids = c["customer_id"].astype(str).to_numpy()
+        index: dict[str, tuple[int, int]] = {}
+        if len(ids):
+            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+            ends = np.r_[starts[1:], len(ids)]
+            index = {ids[s]: (int(s), int(e)) for s, e in zip(starts, ends)}
+        return cls(as_of, index, ages, c["campaign_id"].astype(str).to_numpy(dtype=object))
+
+    def __len__(self) -> int:
+        return len(self._ages)
+
+    def state(self, customer_ids: Sequence[str], catalog: Catalog) -> "ContactState":
+        n, m = len(customer_ids), len(catalog.offers)
+        caps = catalog.contact_policy.caps
+        total = np.zeros((n, len(caps)), dtype="int64")
+        offer_count = np.zeros((n, m), dtype="int64")
+        offer_last = np.full((n, m), np.iinfo("int64").max, dtype="int64")  # days since the offer's last contact
+        windows = [o.cap.window_days if o.cap else 0 for o in catalog.offers]
+        campaign_offer: dict[str, list[int]] = {}
+        for j, o in enumerate(catalog.offers):
+            for cid in o.campaign_ids:
+                campaign_offer.setdefault(cid, []).append(j)
+        for i, cid in enumerate(customer_ids):
+            span = self._index.get(cid)
+            if span is None:
+                continue
+            ages = self._ages[span[0]:span[1]]
+            for k, cap in enumerate(caps):
+                total[i, k] = int((ages <= cap.window_days).sum())
+            if campaign_offer:
+                for age, camp in zip(ages, self._campaigns[span[0]:span[1]]):
+                    for j in campaign_offer.get(camp, ()):
+                        offer_last[i, j] = min(offer_last[i, j], age)
+                        if windows[j] and age <= windows[j]:
+                            offer_count[i, j] += 1
+        return ContactState(total, offer_count, offer_last)
+
+
+@dataclass
+class ContactState:
+    """Counts per customer: contacts within each catalog cap window (n x caps), this
+    offer's contacts within its cap window and days since its last contact (n x offers)."""
+
+    total: np.ndarray
+    offer_count: np.ndarray
+    offer_last: np.ndarray
+
+    @classmethod
+    def none(cls, n: int, catalog: Catalog) -> "ContactState":
+        m = len(catalog.offers)
+        return cls(np.zeros((n, len(catalog.contact_policy.caps)), dtype="int64"),
+                   np.zeros((n, m), dtype="int64"), np.full((n, m), np.iinfo("int64").max, dtype="int64"))
+
+
+@dataclass
+class CustomerScores:
+    """What arbitration reads per customer (arrays of length n; NaN where unknown)."""
+
+    customer_ids: Sequence[str]
+    found: np.ndarray  # bool: known to the snapshot (False: cold start, priors used)
+    segment: np.ndarray  # object: RFM segment or None
+    churn_probability: np.ndarray
+    next_purchase_probability: np.ndarray
+    expected_orders: np.ndarray
+    clv: np.ndarray
+    avg_order_value: np.ndarray
+    cross_sell: np.ndarray  # n x categories: probability, NaN outside the cross-sell population
+    categories: Sequence[str]
+    days_since_category: np.ndarray  # n x categories: NaN if never bought
+
+    def __len__(self) -> int:
+        return len(self.customer_ids)
+
+
+def _score_column(s: CustomerScores, name: str) -> np.ndarray:
+    return np.asarray(getattr(s, name), dtype="float64")
+
+
+def arbitrate(scores: CustomerScores, catalog: Catalog, spend: CategorySpend,
+              contacts: ContactState | None = None, *, channel: str | None = None,
+              exclude_offer_ids: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Matrices (customers x offers): ``eligible``, ``propensity``, ``value``, ``expected_value``
+    (NaN where not eligible) and ``why`` (the first rule that made a pair ineligible, or '')."""
+    n, offers = len(scores), catalog.offers
+    m = len(offers)
+    contacts = contacts or ContactState.none(n, catalog)
+    cat_index = {c: k for k, c in enumerate(scores.categories)}
+    prop = np.full((n, m), np.nan)
+    value = np.full((n, m), np.nan)
+    why = np.full((n, m), "", dtype=object)
+
+    def block(j: int, mask: np.ndarray, reason: str) -> None:
+        hit = mask & (why[:, j] == "")
+        why[hit, j] = reason
+
+    churn = _score_column(scores, "churn_probability")
+    nextp = _score_column(scores, "next_purchase_probability")
+    orders = _score_column(scores, "expected_orders")
+    clv = _score_column(scores, "clv")
+    aov = _score_column(scores, "avg_order_value")
+    segment = np.asarray(scores.segment, dtype=object)
+    found = np.asarray(scores.found, dtype=bool)
+    cap_blocked = np.zeros(n, dtype=bool)
+    for k, cap in enumerate(catalog.contact_policy.caps):
+        cap_blocked |= contacts.total[:, k] >= cap.max_contacts
+    excluded = set(exclude_offer_ids)
+
+    for j, o in enumerate(offers):
+        k = cat_index.get(o.target_category) if o.target_category else None
+        # propensity and value by type
+        if o.type == "cross_sell":
+            prop[:, j] = scores.cross_sell[:, k] if k is not None else np.nan
+        elif o.type == "retention":
+            prop[:, j] = churn
+        else:
+            prop[:, j] = nextp
+        vm = o.value
+        if vm.model == "category_spend":
+            value[:, j] = vm.margin * spend.per_buyer.get(o.target_category, 0.0)
+        elif vm.model == "clv_share":
+            value[:, j] = vm.rate * clv
+        elif vm.model == "basket_uplift":
+            value[:, j] = vm.rate * vm.margin * orders * aov
+        else:
+            value[:, j] = vm.amount
+        # eligibility, first failing rule wins the explanation
+        if o.id in excluded:
+            block(j, np.ones(n, dtype=bool), "excluded by the request")
+        if channel is not None and channel not in o.channels:
+            block(j, np.ones(n, dtype=bool), f"not offered through channel {channel!r}")
+        el = o.eligibility
+        if el.known_customers_only:
+            block(j, ~found, "known customers only")
+        if el.segments is not None:
+            block(j, ~np.isin(segment, el.segments), "segment not targeted")
+        if el.exclude_segments:
+            block(j, np.isin(segment, el.exclude_segments), "segment excluded")
+        for name, rng in el.score_ranges.items():
+            v = prop[:, j] if name == "propensity" else _score_column(scores, name)
+            if rng.min is not None:
+                block(j, ~(v >= rng.min), f"{name} below {rng.min}")
+            if rng.max is not None:
+                block(j, ~(v <= rng.max), f"{name} above {rng.max}")
+        if k is not None and el.exclude_if_bought_within_days:
+            days = scores.days_since_category[:, k]
+            block(j, days <= el.exclude_if_bought_within_days,
+                  f"bought {o.target_category} in the last {el.exclude_if_bought_within_days} days")
+        if o.type == "cross_sell":
+            block(j, np.isnan(prop[:, j]), f"already buys {o.target_category}")
+        if o.cooldown_days:
+            block(j, contacts.offer_last[:, j] <= o.cooldown_days, f"cooldown of {o.cooldown_days} days")
+        if o.cap is not None:
+            block(j, contacts.offer_count[:, j] >= o.cap.max_contacts,
+                  f"offer cap {o.cap.max_contacts} in {o.cap.window_days} days reached")
+        block(j, cap_blocked, "contact cap reached")
+        block(j, ~np.isfinite(prop[:, j]) | ~np.isfinite(value[:, j]), "score unavailable")
+
+    lever = np.array([o.lever for o in offers])
+    cost = np.array([o.cost for o in offers])
+    ev = prop * value * lever - cost
+    eligible = why == ""
+    block_all = ~(ev > catalog.contact_policy.min_expected_value) & eligible
+    why[block_all] = "expected value not above the minimum"
+    eligible &= ~block_all
+    return {"eligible": eligible, "propensity": prop, "value": value,
+            "expected_value": np.where(eligible, ev, np.nan), "why": why}
+
+
+def top_offers(scores: CustomerScores, catalog: Catalog, result: Mapping[str, np.ndarray], k: int,
+               channel: str | None = None) -> pd.DataFrame:
+    """The ``k`` best eligible offers per customer as rows (``OFFER_COLUMNS``), best first."""
+    ev = result["expected_value"]
+    n, m = ev.shape
+    order = np.argsort(np.where(np.isnan(ev), np.inf, -ev), axis=1, kind="stable")[:, :k]
+    rows_i = np.repeat(np.arange(n), order.shape[1])
+    cols_j = order.reshape(-1)
+    keep = result["eligible"][rows_i, cols_j]
+    rows_i, cols_j = rows_i[keep], cols_j[keep]
+    rank = (np.arange(len(keep)) % max(order.shape[1], 1))[keep] + 1
+    offers = catalog.offers
+    ids = np.asarray(scores.customer_ids, dtype=object)
+    return pd.DataFrame({
+        "customer_id": ids[rows_i],
+        "rank": rank.astype("int64"),
+        "offer_id": np.array([offers[j].id for j in cols_j], dtype=object),
+        "name": np.array([offers[j].name for j in cols_j], dtype=object),
+        "type": np.array([offers[j].type for j in cols_j], dtype=object),
+        "channel": np.array([channel or offers[j].channels[0] for j in cols_j], dtype=object),
+        "propensity": result["propensity"][rows_i, cols_j],
+        "value": result["value"][rows_i, cols_j],
+        "expected_value": ev[rows_i, cols_j],
+    }, columns=list(OFFER_COLUMNS))
+
+
+def offer_reasons(offer: Offer, scores: CustomerScores, i: int, propensity: float, value: float,
+                  spend: CategorySpend) -> list[str]:
+    """Plain-language reasons for one recommended offer."""
+    out = []
+    if offer.type == "cross_sell":
+        out.append(f"cross-sell propensity for {offer.target_category}: {propensity:.3f} "
+                   f"(has not bought it recently)")
+        out.append(f"value: margin {offer.value.margin:.0%} of ${spend.per_buyer.get(offer.target_category, 0):.2f} "
+                   f"a buyer spends on {offer.target_category} in the horizon")
+    elif offer.type == "retention":
+        out.append(f"churn probability {propensity:.3f}")
+        out.append(f"value: {offer.value.rate:.0%} of predicted CLV {float(scores.clv[i]):.2f}")
+    elif offer.type == "upsell":
+        out.append(f"next-purchase probability {propensity:.3f}")
+        out.append(f"value: {offer.value.rate:.0%} uplift x {offer.value.margin:.0%} margin on "
+                   f"{float(scores.expected_orders[i]):.2f} expected orders of {float(scores.avg_order_value[i]):.2f}")
+    else:
+        out.append(f"next-purchase probability {propensity:.3f}")
+        out.append(f"value: {offer.value.rate:.0%} of predicted CLV {float(scores.clv[i]):.2f}")
+    if offer.value.model == "fixed":
+        out[-1] = f"value: fixed {value:.2f}"
+    seg = scores.segment[i]
+    if seg:
+        out.append(f"RFM segment {seg}")
+    if offer.cost:
+        out.append(f"cost per contact {offer.cost:.2f}")
+    return out

@@ -1,0 +1,255 @@
+"""The scoring and next-best-offer service (BentoML 1.4).
+
+Start it with ``cvm serve`` (or ``bentoml serve serving.service:CVMService`` with the
+``CVM_*`` variables of ``serving.settings``). Endpoints, all JSON, documented at ``/``:
+
+* ``POST /score`` ``{"customer_ids": [...], "reasons": true}``: churn, next-purchase,
+  CLV, top cross-sell categories and reason codes per customer;
+* ``POST /recommend`` ``{"customer_id": ..., "k": 3, "channel": ..., "exclude_offer_ids": [...]}``;
+* ``POST /admin/reload``: check the registry and the snapshot now (admin key);
+* ``/readyz`` (false until champions and snapshot are loaded), ``/livez``, ``/healthz``,
+  ``/metrics`` (Prometheus) from BentoML.
+
+Importing this module configures nothing: settings are read and models loaded when the
+server creates the service instance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Annotated
+
+import bentoml
+from bentoml.exceptions import ServiceUnavailable
+from pydantic import BaseModel, Field, StringConstraints
+from starlette.responses import Response
+
+from serving import engine
+from serving.http import REQUEST_ID, GuardMiddleware, RequestIdFilter
+from serving.settings import ServiceSettings
+
+log = logging.getLogger("cvm.serving")
+
+MAX_IDS = 1000
+CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=False)]
+
+
+# ---------------------------------------------------------------------------- response schema
+class Reason(BaseModel):
+    feature: str = Field(description="Model input that moved the score.")
+    value: float | str | None = Field(description="The customer's value of that input (null: missing).")
+    effect: str = Field(description="'up' or 'down': the direction it pushed the score.")
+    contribution: float = Field(description="TreeSHAP contribution on the model's raw scale.")
+
+
+class CategoryScore(BaseModel):
+    category: str
+    probability: float = Field(ge=0, le=1)
+
+
+class CustomerResult(BaseModel):
+    customer_id: str
+    found: bool = Field(description="False: unknown to the snapshot; the scores are population priors.")
+    rfm_segment: str | None
+    churn_probability: float | None
+    next_purchase_probability: float | None
+    expected_orders: float | None
+    clv: float | None
+    cross_sell: list[CategoryScore] = Field(description="Top categories the customer does not buy yet.")
+    reasons: dict[str, list[Reason]] = Field(description="Per score (churn, next_purchase, clv): top features.")
+    as_of: str = Field(description="Snapshot date the features describe.")
+    cold_start: str | None = None
+
+
+class ScoreResponse(BaseModel):
+    request_id: str
+    as_of: str
+    snapshot_version: str
+    model_versions: dict[str, str] = Field(description="Registered version of each champion used.")
+    results: list[CustomerResult]
+
+
+class Offer(BaseModel):
+    offer_id: str
+    name: str
+    type: str
+    channel: str
+    expected_value: float = Field(description="propensity x value x lever - cost")
+    propensity: float
+    value: float
+    reasons: list[str]
+
+
+class RecommendResponse(BaseModel):
+    request_id: str
+    customer_id: str
+    found: bool
+    rfm_segment: str | None
+    offers: list[Offer]
+    as_of: str
+    model_versions: dict[str, str]
+    cold_start: str | None = None
+    no_offer_reasons: dict[str, str] | None = Field(
+        None, description="When no offer qualifies: why each offer was left out.")
+
+
+class ReloadResponse(BaseModel):
+    changed: bool
+    model_versions: dict[str, str]
+    snapshot_version: str
+    message: str
+    failures: list[str]
+
+
+# ---------------------------------------------------------------------------- metrics
+_METRICS: dict[str, object] = {}
+
+
+def _metric(name: str):
+    """Prometheus metrics, created once per process on first use."""
+    if not _METRICS:
+        _METRICS["load_failures"] = bentoml.metrics.Counter(
+            name="cvm_model_load_failures_total", documentation="Champion versions rejected at load",
+            labelnames=["task"])
+        _METRICS["reloads"] = bentoml.metrics.Counter(
+            name="cvm_state_reloads_total", documentation="Model or snapshot swaps since start")
+        _METRICS["customers"] = bentoml.metrics.Counter(
+            name="cvm_customers_scored_total", documentation="Customers scored", labelnames=["found"])
+    return _METRICS[name]
+
+
+def _json(body: dict, state: engine.ServingState | None = None, status: int = 200) -> Response:
+    """The answer as JSON bytes. The API methods return this rather than a pydantic model
+    (the annotations document the schema): building a model per result of a 1,000-id
+    answer would cost more than scoring it."""
+    headers = {"X-Model-Versions": state.version_header()} if state is not None else None
+    return Response(json.dumps(body, separators=(",", ":"), allow_nan=False), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+def _client_error(message: str) -> Response:
+    return _json({"error": message, "request_id": REQUEST_ID.get()}, status=400)
+
+
+def _setup_logging() -> None:
+    root = logging.getLogger("cvm")
+    if any(isinstance(f, RequestIdFilter) for h in root.handlers for f in h.filters):
+        return
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [request_id=%(request_id)s] "
+                                           "%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def _in_bento() -> bool:
+    return bentoml.server_context.bento_version not in ("", "not available", None)
+
+
+def _settings() -> ServiceSettings:
+    return ServiceSettings.from_env(in_bento=_in_bento())
+
+
+@bentoml.service(
+    name="cvm-scoring",
+    workers=1,
+    traffic={"timeout": 30, "max_concurrency": 256},
+    labels={"project": "cvm"},
+)
+class CVMService:
+    """Customer scores and next-best offers for other systems."""
+
+    def __init__(self) -> None:
+        from serving.state import StateHolder
+
+        _setup_logging()
+        self.settings = _settings()
+        if self.settings.no_auth:
+            log.warning("!!! AUTHENTICATION IS OFF (CVM_NO_AUTH=1): anyone who can reach this port can read "
+                        "customer scores. Use this for local development only. !!!")
+        self.holder = StateHolder(
+            self.settings,
+            on_failure=lambda task: _metric("load_failures").labels(task=task).inc(),
+            on_reload=lambda: _metric("reloads").inc())
+        self.holder.start()
+
+    def __is_ready__(self) -> bool:
+        return self.holder.state is not None
+
+    def _state(self) -> engine.ServingState:
+        state = self.holder.state
+        if state is None:
+            raise ServiceUnavailable(f"not ready: {self.holder.last_error}")
+        return state
+
+    @bentoml.api(route="/score")
+    def score(
+        self,
+        customer_ids: Annotated[list[CustomerId], Field(min_length=1, max_length=MAX_IDS,
+                                                        description=f"1 to {MAX_IDS} customer ids (strings).")],
+        reasons: Annotated[bool, Field(description="Add reason codes (TreeSHAP); false is faster for big batches.")]
+        = True,
+    ) -> ScoreResponse:
+        """Churn, next-purchase and CLV scores, the top cross-sell categories and reason codes
+        for each customer, in request order. Unknown customers get ``found: false`` and the
+        snapshot's population priors. The model versions and snapshot are in the response
+        and in the ``X-Model-Versions`` header."""
+        t0 = time.perf_counter()
+        state = self._state()
+        results = engine.score(state, customer_ids, reasons=reasons)
+        found = sum(r["found"] for r in results)
+        _metric("customers").labels(found="true").inc(found)
+        _metric("customers").labels(found="false").inc(len(results) - found)
+        log.info("score n=%d found=%d reasons=%s %.1f ms", len(results), found, reasons,
+                 (time.perf_counter() - t0) * 1e3)
+        return _json({"request_id": REQUEST_ID.get(), "as_of": state.as_of.isoformat(),
+                      "snapshot_version": state.snapshot_version, "model_versions": state.model_versions,
+                      "results": results}, state)
+
+    @bentoml.api(route="/recommend")
+    def recommend(
+        self,
+        customer_id: CustomerId,
+        k: Annotated[int, Field(ge=1, le=20, description="How many offers at most.")] = 3,
+        channel: Annotated[str | None, Field(max_length=64, description="Only offers for this channel.")] = None,
+        exclude_offer_ids: Annotated[list[Annotated[str, StringConstraints(max_length=64)]],
+                                     Field(max_length=100, description="Offers not to make.")] = [],  # noqa: B006
+    ) -> RecommendResponse:
+        """The ``k`` best offers for a customer, ranked by expected value (propensity x value x
+        lever - cost), after eligibility, cooldowns and contact caps, with reasons."""
+        t0 = time.perf_counter()
+        state = self._state()
+        if channel is not None and channel not in state.catalog.channels:
+            return _client_error(f"channel: unknown channel {channel!r}; channels are {state.catalog.channels}")
+        answer = engine.recommend(state, customer_id, k, channel, exclude_offer_ids)
+        log.info("recommend k=%d offers=%d found=%s %.1f ms", k, len(answer["offers"]), answer["found"],
+                 (time.perf_counter() - t0) * 1e3)
+        return _json({"request_id": REQUEST_ID.get(), "model_versions": state.model_versions, **answer}, state)
+
+    @bentoml.api(route="/admin/reload")
+    def reload(self) -> ReloadResponse:
+        """Check the registry and the snapshot now and swap in what changed (admin key).
+        Other workers follow within a second."""
+        try:
+            outcome = self.holder.load()
+        except engine.NotReadyError as exc:
+            raise ServiceUnavailable(f"reload failed, still serving the loaded state: {exc}") from None
+        self.holder.request_reload_everywhere()
+        return ReloadResponse(changed=outcome.changed, model_versions=outcome.versions,
+                              snapshot_version=outcome.snapshot, message=outcome.message, failures=outcome.failures)
+
+
+class _EnvGuard(GuardMiddleware):
+    """``GuardMiddleware`` with the keys of ``CVM_API_KEYS`` / ``CVM_ADMIN_KEYS``, read when the
+    server builds its app (not at import, so ``bentoml build`` needs no keys)."""
+
+    def __init__(self, app) -> None:
+        settings = _settings()
+        super().__init__(app, api_keys=settings.api_keys, admin_keys=settings.admin_keys, no_auth=settings.no_auth)
+
+
+CVMService.add_asgi_middleware(_EnvGuard)

@@ -1,0 +1,210 @@
+"""Loading, readiness and hot reload of the service's state.
+
+``StateHolder`` owns the current ``ServingState``. A background thread loads it (retrying
+with the reason kept for ``/readyz`` and the logs until models and snapshot are both
+there), then checks every ``reload_seconds`` whether a champion alias moved or a new
+snapshot was published, and swaps in a complete new state when one did. A request reads
+``holder.state`` once and keeps that object, so a swap never changes models under a
+running request. A version that cannot be loaded is rejected: the current state keeps
+serving, and the failure is logged and counted (``cvm_model_load_failures_total``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serving.engine import Champion, NotReadyError, ServingState, build_state, load_contacts
+from serving.settings import ServiceSettings
+
+log = logging.getLogger("cvm.serving.state")
+
+#: a file whose change asks every worker to reload (touched by /admin/reload)
+RELOAD_TOKEN = "reload.token"
+
+
+@dataclass
+class LoadOutcome:
+    changed: bool
+    versions: dict[str, str]
+    snapshot: str
+    message: str
+    failures: list[str] = field(default_factory=list)
+
+
+class StateHolder:
+    def __init__(self, settings: ServiceSettings, *, on_failure=None, on_reload=None):
+        self.settings = settings
+        self.state: ServingState | None = None
+        self.last_error: str | None = "loading"
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._token_mtime: float | None = None
+        self._on_failure = on_failure or (lambda task: None)
+        self._on_reload = on_reload or (lambda: None)
+        self._contacts_cache: tuple[object, object] | None = None
+        self._rejected: dict[str, str] = {}  # task -> version that failed to load (not retried)
+        self._dataset_name: str | None = None
+
+    def dataset_name(self) -> str:
+        """``CVM_DATASET`` may be a built-in name or a dataset directory: its name keys the store."""
+        if self._dataset_name is None:
+            spec = self.settings.dataset
+            if self.settings.model_source == "mlflow" and Path(spec).is_dir():
+                from cvm.home import Home
+                from sources.dataset import resolve_dataset
+
+                self._dataset_name = resolve_dataset(spec, Home(self.settings.home)).name
+            else:
+                self._dataset_name = spec
+        return self._dataset_name
+
+    # ------------------------------------------------------------------ sources
+    def _source(self):
+        from serving.loader import BentoSource, RegistrySource
+
+        if self.settings.model_source == "bentoml":
+            return BentoSource()
+        return RegistrySource(self.settings.tracking_uri)
+
+    def _store(self):
+        from cvm.home import Home
+        from features.online_store import SQLiteOnlineStore, open_online_store
+
+        if self.settings.model_source == "bentoml":
+            from serving.loader import BentoSource
+
+            return SQLiteOnlineStore(BentoSource.snapshot_root(), dataset=self.settings.dataset)
+        return open_online_store(Home(self.settings.home), self.dataset_name())
+
+    def _catalog(self):
+        from serving.catalog import default_catalog_path, load_catalog
+
+        path = self.settings.catalog
+        if path is None and self.settings.model_source == "bentoml":
+            import bentoml
+
+            from serving.loader import SNAPSHOT_MODEL
+
+            path = Path(bentoml.models.get(f"{SNAPSHOT_MODEL}:latest").path) / "catalog.yaml"
+        return load_catalog(path or default_catalog_path(self.dataset_name()))
+
+    def _contacts(self, as_of):
+        if self.settings.model_source == "bentoml":
+            return None
+        if self._contacts_cache is not None and self._contacts_cache[0] == as_of:
+            return self._contacts_cache[1]
+        from cvm.home import Home
+
+        try:
+            contacts = load_contacts(Home(self.settings.home), self.settings.dataset, as_of)
+        except Exception as exc:  # noqa: BLE001 - the contact policy is skipped, loudly, not the service
+            log.error("contact history of %s unavailable (%s: %s); caps and cooldowns cannot be applied",
+                      self.settings.dataset, type(exc).__name__, exc)
+            contacts = None
+        self._contacts_cache = (as_of, contacts)
+        return contacts
+
+    # ------------------------------------------------------------------ loading
+    def load(self, *, force: bool = False) -> LoadOutcome:
+        """Load what changed and swap it in; raises ``NotReadyError`` when nothing can serve."""
+        with self._lock:
+            return self._load(force)
+
+    def _load(self, force: bool) -> LoadOutcome:
+        source = self._source()
+        versions = source.versions()
+        store = self.state.store if self.state is not None else self._store()
+        snap = store.current()
+        if snap is None:
+            raise NotReadyError(f"no feature snapshot is published for dataset {self.dataset_name()!r} "
+                                f"(cvm features publish --dataset {self.settings.dataset} --as-of DATE)")
+        current = self.state
+        same = (current is not None and current.model_versions == versions
+                and current.snapshot_version == snap.version)
+        if same and not force:
+            return LoadOutcome(False, versions, snap.version, "unchanged")
+        champions: dict[str, Champion] = {}
+        failures = []
+        for task, version in versions.items():
+            old = current.champions.get(task) if current is not None else None
+            if old is not None and old.version == version and not force:
+                champions[task] = old
+                continue
+            if self._rejected.get(task) == version and not force:
+                if old is not None:
+                    champions[task] = old
+                continue
+            try:
+                champions[task] = source.load(task, version)
+                self._rejected.pop(task, None)
+            except Exception as exc:  # noqa: BLE001 - a bad version must never take the service down
+                failures.append(f"{task} version {version}: {exc}")
+                self._rejected[task] = version
+                self._on_failure(task)
+                log.error("rejected %s version %s: %s", task, version, exc)
+                if old is not None:
+                    champions[task] = old
+                    log.error("%s keeps serving version %s", task, old.version)
+        state = build_state(self.dataset_name(), champions, store, self._catalog(), self._contacts(snap.as_of))
+        changed = current is None or state.model_versions != current.model_versions \
+            or state.snapshot_version != current.snapshot_version
+        self.state = state  # one reference swap: requests in flight keep the state they read
+        self.last_error = None
+        if changed:
+            self._on_reload()
+            log.info("serving models %s on snapshot %s (as_of %s)", state.version_header(), state.snapshot_version,
+                     state.as_of)
+        return LoadOutcome(changed, state.model_versions, state.snapshot_version,
+                           "reloaded" if changed else "unchanged", failures)
+
+    # --------------------------------------------------------------- background
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="cvm-state", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _token(self) -> float | None:
+        try:
+            return (Path(self.settings.home) / "serving" / RELOAD_TOKEN).stat().st_mtime
+        except OSError:
+            return None
+
+    def request_reload_everywhere(self) -> None:
+        """Touch the token every worker watches (workers are separate processes)."""
+        path = Path(self.settings.home) / "serving" / RELOAD_TOKEN
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(time.time()))
+        self._token_mtime = self._token()
+
+    def _run(self) -> None:
+        self._token_mtime = self._token()
+        last_check = 0.0
+        while not self._stop.is_set():
+            if self.state is None:
+                try:
+                    self.load()
+                except Exception as exc:  # noqa: BLE001 - keep the reason for /readyz and retry
+                    message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, NotReadyError) else str(exc)
+                    if message != self.last_error:
+                        log.error("not ready: %s", message)
+                    self.last_error = message
+                    self._stop.wait(2.0)
+                continue
+            token = self._token()
+            due = self.settings.reload_seconds > 0 and time.monotonic() - last_check >= self.settings.reload_seconds
+            if token != self._token_mtime or due:
+                self._token_mtime = token
+                last_check = time.monotonic()
+                try:
+                    self.load()
+                except Exception as exc:  # noqa: BLE001 - keep serving what is loaded
+                    log.error("reload check failed, still serving the loaded state: %s: %s",
+                              type(exc).__name__, exc)
+            self._stop.wait(0.5)

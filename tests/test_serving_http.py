@@ -1,0 +1,287 @@
+"""The scoring service as other systems see it: a real ``cvm serve`` (BentoML) process over
+HTTP, on a synthetic dataset with four trained champions."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from tests.serving_fixtures import ADMIN_KEY, API_KEY, AS_OF, start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def snapshot(served_home) -> pd.DataFrame:
+    return pd.read_parquet(served_home.home / "features" / served_home.name / f"as_of={AS_OF}")
+
+
+def test_probes_and_openapi_are_public(server):
+    for path in ("/readyz", "/livez", "/healthz"):
+        assert httpx.get(server.url + path).status_code == 200, path
+    spec = httpx.get(server.url + "/docs.json").json()
+    for path in ("/score", "/recommend", "/admin/reload"):
+        assert path in spec["paths"], sorted(spec["paths"])
+    body = spec["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    text = str(spec)
+    assert "customer_ids" in text and "maxItems" in text and "1000" in text, body
+    assert "expected_value" in text and "churn_probability" in text  # responses are documented
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({}, 401),
+    ({"Authorization": "Bearer wrong-key-0123456789abcdef"}, 401),
+    ({"Authorization": "Basic dXNlcjpwYXNz"}, 401),
+    ({"Authorization": f"Bearer {API_KEY}"}, 200),
+])
+def test_api_key_required(server, headers, status):
+    r = httpx.post(server.url + "/score", json={"customer_ids": ["x"]}, headers=headers)
+    assert r.status_code == status, r.text
+    assert r.headers["x-request-id"]
+    if status == 401:
+        assert "key" in r.json()["error"].lower() or "authorization" in r.json()["error"].lower()
+        assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_key_in_query_string_is_refused(server):
+    r = httpx.post(server.url + f"/score?api_key={API_KEY}", json={"customer_ids": ["x"]},
+                   headers={"Authorization": f"Bearer {API_KEY}"})
+    assert r.status_code == 401 and "URL" in r.json()["error"]
+
+
+def test_admin_reload_needs_the_admin_key(server):
+    with server.client() as c:
+        assert c.post("/admin/reload", json={}).status_code == 403
+    with server.client(ADMIN_KEY) as c:
+        r = c.post("/admin/reload", json={})
+    assert r.status_code == 200, r.text
+    assert set(r.json()["model_versions"]) == {"churn", "next-purchase", "cross-sell", "clv"}
+
+
+def test_score_matches_the_models_on_the_snapshot(server, served_home, snapshot):
+    """Every score equals the champion TaskModel's own predict on the snapshot row."""
+    import mlflow
+
+    ids = snapshot.customer_id.iloc[:25].tolist()
+    with server.client() as c:
+        r = c.post("/score", json={"customer_ids": ids}, headers={"X-Request-ID": "abc-123"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert r.headers["x-request-id"] == body["request_id"] == "abc-123"
+    assert r.headers["x-model-versions"] == "churn=1,next-purchase=1,cross-sell=1,clv=1"
+    assert body["as_of"] == AS_OF and body["model_versions"]["churn"] == "1"
+    results = body["results"]
+    assert [x["customer_id"] for x in results] == ids
+
+    mlflow.set_tracking_uri(f"sqlite:///{served_home.home / 'mlflow' / 'mlflow.db'}")
+    rows = snapshot.iloc[:25].reset_index(drop=True)
+    expected = {}
+    for task in ("churn", "next-purchase", "cross-sell", "clv"):
+        m = mlflow.pyfunc.load_model(f"models:/cvm-{task}@champion").unwrap_python_model().model
+        expected[task] = m.predict(rows)
+    for i, item in enumerate(results):
+        assert item["found"] is True and item["rfm_segment"] == rows.rfm_segment[i]
+        assert item["churn_probability"] == pytest.approx(expected["churn"].churn_probability[i], abs=1e-6)
+        assert item["next_purchase_probability"] == pytest.approx(
+            expected["next-purchase"].next_purchase_probability[i], abs=1e-6)
+        assert item["expected_orders"] == pytest.approx(expected["next-purchase"].expected_orders[i], abs=1e-6)
+        assert item["clv"] == pytest.approx(expected["clv"].clv[i], abs=1e-6)
+        xs = expected["cross-sell"].drop(columns="customer_id").iloc[i].dropna().sort_values(ascending=False)
+        assert [round(p, 6) for p in xs.iloc[:3]] == [x["probability"] for x in item["cross_sell"]]
+        assert set(item["reasons"]) == {"churn", "next_purchase", "clv"}
+        for reasons in item["reasons"].values():
+            assert 1 <= len(reasons) <= 3
+            contrib = [abs(r["contribution"]) for r in reasons]
+            assert contrib == sorted(contrib, reverse=True)
+
+
+def test_reasons_can_be_turned_off(server, snapshot):
+    with server.client() as c:
+        r = c.post("/score", json={"customer_ids": snapshot.customer_id.iloc[:3].tolist(), "reasons": False})
+    assert r.status_code == 200
+    assert all(x["reasons"] == {} for x in r.json()["results"])
+
+
+def test_unknown_customer_gets_a_cold_start_answer(server):
+    with server.client() as c:
+        r = c.post("/score", json={"customer_ids": ["no-such-customer"]})
+        rec = c.post("/recommend", json={"customer_id": "no-such-customer", "k": 3})
+    assert r.status_code == 200, r.text
+    item = r.json()["results"][0]
+    assert item["found"] is False and item["rfm_segment"] is None and "prior" in item["cold_start"]
+    for key in ("churn_probability", "next_purchase_probability", "clv"):
+        assert item[key] is not None and np.isfinite(item[key])
+    assert rec.status_code == 200, rec.text
+    answer = rec.json()
+    assert answer["found"] is False and "prior" in answer["cold_start"]
+    assert "loy" not in [o["offer_id"] for o in answer["offers"]]  # known customers only
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"customer_ids": [1, 2]}, "customer_ids"),
+    ({"customer_ids": "abc"}, "customer_ids"),
+    ({"customer_ids": []}, "customer_ids"),
+    ({"customer_ids": [""]}, "customer_ids"),
+    ({}, "customer_ids"),
+    ({"customer_ids": ["1"], "reasons": "maybe"}, "reasons"),
+])
+def test_bad_score_input_is_a_4xx_naming_the_field(server, body, field):
+    with server.client() as c:
+        r = c.post("/score", json=body)
+    assert 400 <= r.status_code < 500, r.text
+    assert field in r.text
+
+
+def test_malformed_json_is_a_4xx(server):
+    with server.client() as c:
+        r = c.post("/score", content=b'{"customer_ids": ["1"', headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "json" in r.text.lower()
+
+
+def test_the_1000_id_limit(server, snapshot):
+    ids = (snapshot.customer_id.tolist() * 3)[:1000]
+    with server.client() as c:
+        ok = c.post("/score", json={"customer_ids": ids})
+        too_many = c.post("/score", json={"customer_ids": ids + ["one-more"]})
+    assert ok.status_code == 200 and len(ok.json()["results"]) == 1000
+    assert too_many.status_code == 400 and "1000" in too_many.text
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"customer_id": "1", "k": 0}, "k"),
+    ({"customer_id": "1", "k": "three"}, "k"),
+    ({"customer_id": 5}, "customer_id"),
+    ({"customer_id": "1", "channel": "carrier-pigeon"}, "channel"),
+    ({"customer_id": "1", "exclude_offer_ids": "ret"}, "exclude_offer_ids"),
+])
+def test_bad_recommend_input_is_a_4xx_naming_the_field(server, body, field):
+    with server.client() as c:
+        r = c.post("/recommend", json=body)
+    assert 400 <= r.status_code < 500, r.text
+    assert field in r.text
+
+
+def test_recommend_ranks_by_expected_value_and_honours_filters(server, served_home, snapshot):
+    catalog = yaml.safe_load(served_home.catalog.read_text())
+    offers = {o["id"]: o for o in catalog["offers"]}
+    seen_offers = 0
+    with server.client() as c:
+        for cid in snapshot.customer_id.iloc[:40]:
+            r = c.post("/recommend", json={"customer_id": cid, "k": 3})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            evs = [o["expected_value"] for o in body["offers"]]
+            assert evs == sorted(evs, reverse=True) and len(evs) <= 3
+            for o in body["offers"]:
+                spec = offers[o["offer_id"]]
+                lever = spec.get("lever", 1.0)
+                assert o["expected_value"] == pytest.approx(o["propensity"] * o["value"] * lever - spec["cost"],
+                                                            abs=1e-3)
+                assert o["expected_value"] > 0 and o["reasons"]
+            seen_offers += len(body["offers"])
+            if body["offers"]:
+                best = body["offers"][0]["offer_id"]
+                again = c.post("/recommend", json={"customer_id": cid, "k": 3, "exclude_offer_ids": [best]}).json()
+                assert best not in [o["offer_id"] for o in again["offers"]]
+            sms = c.post("/recommend", json={"customer_id": cid, "k": 5, "channel": "sms"}).json()
+            assert all("sms" in offers[o["offer_id"]]["channels"] for o in sms["offers"])
+            assert all(o["channel"] == "sms" for o in sms["offers"])
+    assert seen_offers > 0, "no customer got any offer: the catalog or the engine is broken"
+
+
+def test_metrics_endpoint_counts_customers(server):
+    with server.client() as c:
+        c.post("/score", json={"customer_ids": ["a-customer-nobody-has"]})
+    text = httpx.get(server.url + "/metrics").text
+    assert "cvm_customers_scored_total" in text
+    assert "bentoml_service_request_total" in text or "bentoml_api_server_request_total" in text
+
+
+def test_no_customer_identifiers_in_the_logs(server):
+    email = "jane.doe.4471@example.com"
+    with server.client() as c:
+        assert c.post("/score", json={"customer_ids": [email, "+447700900123"]}).status_code == 200
+        assert c.post("/recommend", json={"customer_id": email}).status_code == 200
+    time.sleep(0.5)
+    log = server.log_text()
+    assert "request_id=" in log  # our log lines carry the request id
+    assert email not in log and "447700900123" not in log
+
+
+def test_hot_reload_under_concurrent_requests(served_home, snapshot, tmp_path):
+    """Promoting a new champion while clients call the service: it switches within the
+    polling interval, and no request fails meanwhile."""
+    from training import registry
+
+    srv = start_server(served_home, tmp_path / "reload.log", reload_seconds=1.0)
+    client = MlflowClient(f"sqlite:///{served_home.home / 'mlflow' / 'mlflow.db'}")
+    name = "cvm-churn"
+    v1 = client.get_model_version(name, "1")
+    failures: list[str] = []
+    versions_seen: set[str] = set()
+    stop = threading.Event()
+    ids = snapshot.customer_id.iloc[:5].tolist()
+
+    def hammer() -> None:
+        with srv.client() as c:
+            while not stop.is_set():
+                try:
+                    r = c.post("/score", json={"customer_ids": ids})
+                    if r.status_code != 200:
+                        failures.append(f"{r.status_code} {r.text[:200]}")
+                    else:
+                        versions_seen.add(r.headers["x-model-versions"])
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        new = client.create_model_version(name, v1.source, run_id=v1.run_id, tags=v1.tags)
+        registry.promote(client, "churn", str(new.version), reason="test")
+        deadline = time.monotonic() + 20
+        want = f"churn={new.version},"
+        while time.monotonic() < deadline and not any(v.startswith(want) for v in versions_seen):
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        registry.rollback(client, "churn")
+        stop_server(srv)
+    assert not failures, failures[:5]
+    assert any(v.startswith("churn=1,") for v in versions_seen)
+    assert any(v.startswith(want) for v in versions_seen), versions_seen
+
+
+def test_serve_refuses_a_bad_catalog_and_missing_keys(served_home, tmp_path, monkeypatch):
+    from cvm.cli import app
+
+    bad = yaml.safe_load(served_home.catalog.read_text())
+    bad["offers"][0]["target_category"] = "NO SUCH CATEGORY"
+    bad["offers"][1]["colour"] = "blue"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    monkeypatch.setenv("CVM_API_KEYS", API_KEY)
+    r = CliRunner().invoke(app, ["nbo", "check", str(path), "--home", str(served_home.home)])
+    assert r.exit_code == 2
+    assert "colour" in r.output and "Extra inputs are not permitted" in r.output
+    bad["offers"][1].pop("colour")
+    path.write_text(yaml.safe_dump(bad))
+    r = CliRunner().invoke(app, ["nbo", "check", str(path), "--home", str(served_home.home)])
+    assert r.exit_code == 2 and "NO SUCH CATEGORY" in r.output and "xs-0" in r.output
+
+    monkeypatch.delenv("CVM_API_KEYS")
+    monkeypatch.delenv("CVM_API_KEYS_FILE", raising=False)
+    r = CliRunner().invoke(app, ["serve", "--dataset", str(served_home.dataset), "--catalog",
+                                 str(served_home.catalog), "--home", str(served_home.home)])
+    assert r.exit_code == 2 and "CVM_API_KEYS" in r.output
