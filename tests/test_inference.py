@@ -1,0 +1,104 @@
+"""The numpy inference path (service and batch) against the models' own predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.engine import Champion, build_state, score
+from serving.inference import CompiledModel, block_from_frame, block_from_records
+from serving.loader import RegistrySource
+from tests.serving_fixtures import AS_OF
+from training.bgnbd import _bgnbd_fitter, bgnbd_predictions
+
+
+@pytest.fixture(scope="module")
+def champions(served_home) -> dict[str, Champion]:
+    src = RegistrySource(f"sqlite:///{served_home.home / 'mlflow' / 'mlflow.db'}")
+    return {t: src.load(t, v) for t, v in src.versions().items()}
+
+
+@pytest.fixture(scope="module")
+def snapshot(served_home) -> pd.DataFrame:
+    return pd.read_parquet(served_home.home / "features" / served_home.name / f"as_of={AS_OF}")
+
+
+def test_compiled_models_equal_taskmodel_predict(champions, snapshot):
+    n = len(snapshot)
+    for task, ch in champions.items():
+        ref = ch.model.model.predict(snapshot)
+        block = block_from_frame(snapshot, ch.model.columns)
+        if task == "cross-sell":
+            got = ch.model.cross_sell(block, n)
+            want = ref.drop(columns="customer_id").to_numpy()
+            assert (np.isnan(got) == np.isnan(want)).all()
+            np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=0, atol=1e-12)
+            continue
+        out = ch.model.score(block, n, reasons=True).values
+        for key, values in out.items():
+            np.testing.assert_allclose(values, ref[key].to_numpy(), rtol=0, atol=1e-12, err_msg=f"{task} {key}")
+
+
+def test_single_records_score_like_frames(champions, snapshot):
+    ch = champions["churn"]
+    rows = snapshot.iloc[:5]
+    records = [r._asdict() for r in rows.itertuples(index=False)]
+    a = ch.model.score(block_from_records(records, ch.model.columns, ch.model.string_columns), 5).values
+    b = ch.model.score(block_from_frame(rows, ch.model.columns), 5).values
+    np.testing.assert_allclose(a["churn_probability"], b["churn_probability"], atol=1e-12)
+
+
+def test_missing_features_give_finite_scores_not_errors(champions, snapshot):
+    """A row with NaN everywhere (or impossible BG/NBD inputs) is scored, never a crash."""
+    rows = snapshot.iloc[:3].copy()
+    for c in rows.columns:
+        if c not in ("customer_id", "as_of") and pd.api.types.is_numeric_dtype(rows[c]):
+            rows.loc[rows.index[0], c] = np.nan
+    rows.loc[rows.index[1], "recency_days"] = rows.loc[rows.index[1], "tenure_days"] + 10  # impossible
+    for task, ch in champions.items():
+        block = block_from_frame(rows, ch.model.columns)
+        if task == "cross-sell":
+            p = ch.model.cross_sell(block, 3)
+            assert np.isfinite(p[0]).all()  # never bought anything: every category is a candidate
+        else:
+            for key, v in ch.model.score(block, 3).values.items():
+                assert np.isfinite(v).all(), (task, key, v)
+
+
+def test_bgnbd_numpy_formulas_equal_lifetimes():
+    params = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}  # FHL 2005, CDNOW
+    rng = np.random.default_rng(0)
+    T = rng.uniform(1, 80, 500)
+    tx = T * rng.uniform(0, 1, 500)
+    x = np.where(rng.random(500) < 0.4, 0.0, rng.integers(1, 30, 500)).astype(float)
+    tx = np.where(x == 0, 0.0, tx)
+    p_alive, expected, _ = bgnbd_predictions(params, x, tx, T, 39.0)
+    fitter = _bgnbd_fitter(params)
+    np.testing.assert_allclose(p_alive, fitter.conditional_probability_alive(x, tx, T), rtol=1e-12)
+    np.testing.assert_allclose(expected, fitter.conditional_expected_number_of_purchases_up_to_time(39.0, x, tx, T),
+                               rtol=1e-10)
+
+
+def test_state_refuses_a_snapshot_without_the_models_features(champions, served_home, tmp_path):
+    """A model whose inputs the published snapshot lacks is not served (clear reason)."""
+    from features.online_store import SQLiteOnlineStore
+    from serving.catalog import parse_catalog
+    from serving.engine import NotReadyError
+    from tests.serving_fixtures import catalog_for
+
+    snap_dir = served_home.home / "features" / served_home.name / f"as_of={AS_OF}"
+    frame = pd.read_parquet(snap_dir).drop(columns=["recency_days"])
+    part = tmp_path / "snap"
+    part.mkdir()
+    frame.to_parquet(part / "part-0.parquet")
+    store = SQLiteOnlineStore(tmp_path / "online")
+    store.publish(part, as_of=pd.Timestamp(AS_OF).date())
+    catalog = parse_catalog(catalog_for(served_home.categories))
+    with pytest.raises(NotReadyError, match="recency_days"):
+        build_state("x", champions, store, catalog)
+    good = SQLiteOnlineStore(served_home.home / "online" / served_home.name)
+    state = build_state("x", champions, good, catalog)
+    out = score(state, [frame.customer_id.iloc[0], "nobody"])
+    assert out[0]["found"] and not out[1]["found"]
+    assert out[1]["churn_probability"] == pytest.approx(state.priors["churn_probability"], abs=1e-6)
