@@ -596,10 +596,17 @@ def demo(
         _print_training(results)
         if too_early:
             raise UserError(f"not enough history before --as-of {as_of} for: {', '.join(too_early)}")
+        console.rule("[bold]3. Next-best offers (offline, on the 28 days after as_of) and the scoring service")
+        from cvm.cli_serve import demo_service, print_nbo_table
+        from serving.evaluate import evaluate_and_log
+
+        print_nbo_table(evaluate_and_log("completejourney", date.fromisoformat(as_of), None, 28, 0, home),
+                        "completejourney", as_of, 28)
+        demo_service(_home(home).root, "completejourney", first)
         if synthetic_customers:
             from sources.synth import generate
 
-            console.rule(f"[bold]3. Synthetic data, {synthetic_customers:,} persons with messy identities")
+            console.rule(f"[bold]4. Synthetic data, {synthetic_customers:,} persons with messy identities")
             out = _home(home).datasets(ensure=True) / "synthetic-demo"
             with err.status("generating"):
                 generate(out, synthetic_customers, seed=0)

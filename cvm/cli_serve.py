@@ -30,9 +30,92 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 nbo_app = typer.Typer(help="Next-best-offer engine: validate a catalog, evaluate it offline.", no_args_is_help=True)
 
 
+def dataset_name(spec: str, home: Optional[Path]) -> str:
+    """A built-in dataset's name, or the name of a dataset directory (what keys its state)."""
+    if Path(spec).is_dir():
+        from cvm.home import Home
+        from sources.dataset import resolve_dataset
+
+        return resolve_dataset(spec, Home.from_env(home)).name
+    return spec
+
+
 def new_key() -> str:
     """A random API key (32 bytes, URL-safe)."""
     return "cvm_" + secrets.token_urlsafe(32)
+
+
+def ensure_key_file(home: Path) -> tuple[str, Path, bool]:
+    """The first key of ``$CVM_HOME/secrets/api-keys``, creating the file (mode 600) with a new
+    key when it does not exist. Returns (key, path, created)."""
+    from serving.settings import default_keys_file
+
+    path = default_keys_file(home)
+    if path.exists():
+        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        if lines:
+            return lines[0], path, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    key = new_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("# API keys of `cvm serve` (one per line). Keep this file secret.\n" + key + "\n")
+    return key, path, True
+
+
+def demo_service(home: Path, dataset: str, customer_id: str) -> None:
+    """Start the service, score one customer and ask for offers over HTTP, stop it."""
+    import socket
+    import time
+
+    import httpx
+
+    key, path, created = ensure_key_file(home)
+    console.print(f"API key ({'new, ' if created else ''}stored in {path}): [bold]{key}[/bold]")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CVM_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("CVM_API_KEYS", None)
+    env.pop("CVM_API_KEYS_FILE", None)
+    log = home / "serving" / "demo-serve.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "cvm.cli", "serve", "--port", str(port), "--dataset", dataset, "--reload-seconds", "0"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"cvm serve exited with {proc.returncode}; see {log}")
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"cvm serve not ready after 120 s; see {log}")
+        auth = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=url, headers=auth, timeout=30) as c:
+            assert httpx.post(url + "/score", json={"customer_ids": [customer_id]}).status_code == 401
+            r = c.post("/score", json={"customer_ids": [customer_id]}).json()["results"][0]
+            rec = c.post("/recommend", json={"customer_id": customer_id, "k": 3}).json()
+        console.print(f"POST /score {customer_id}: segment {r['rfm_segment']}, churn {r['churn_probability']:.3f}, "
+                      f"next purchase {r['next_purchase_probability']:.3f}, CLV {r['clv']:.2f}; churn driven by "
+                      + ", ".join(f"{x['feature']} ({x['effect']})" for x in r["reasons"].get("churn", [])))
+        console.print(f"POST /recommend {customer_id}: " + "; ".join(
+            f"{o['offer_id']} (expected value {o['expected_value']:.2f})" for o in rec["offers"]))
+        console.print("without a key: 401. Serve it yourself: `cvm serve` (the key above is read from "
+                      f"{path}); try: curl -H 'Authorization: Bearer {key}' -d "
+                      f"'{{\"customer_ids\": [\"{customer_id}\"]}}' -H 'Content-Type: application/json' "
+                      "localhost:3000/score")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            proc.wait(20)
 
 
 def _fail(message: str) -> None:
@@ -78,7 +161,7 @@ def serve(
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
         settings = ServiceSettings.from_env(env)
-        load_catalog(settings.catalog or default_catalog_path(dataset))
+        load_catalog(settings.catalog or default_catalog_path(dataset_name(dataset, home)))
     except (SettingsError, CatalogError) as exc:
         _fail(str(exc))
     if no_auth:
@@ -108,10 +191,11 @@ def bento(
     from serving.loader import export_to_bentoml
 
     h = Home.from_env(home)
-    path = catalog or default_catalog_path(dataset)
+    name = dataset_name(dataset, home)
+    path = catalog or default_catalog_path(name)
     try:
         load_catalog(path)
-        tags = export_to_bentoml(h.mlflow_tracking_uri(), h.online(dataset), path)
+        tags = export_to_bentoml(h.mlflow_tracking_uri(), h.online(name), path)
     except (CatalogError, NotReadyError) as exc:
         _fail(str(exc))
     for t in tags:
@@ -180,9 +264,14 @@ def nbo_evaluate(
         table = evaluate_and_log(dataset, day, catalog, horizon_days, seed, home)
     except EvaluationError as exc:
         _fail(str(exc))
+    print_nbo_table(table, dataset, as_of, horizon_days)
+
+
+def print_nbo_table(table, dataset: str, as_of: str, horizon_days: int) -> None:
     from rich.table import Table
 
-    t = Table(title=f"next-best-offer, {dataset}, as_of {as_of}, next {horizon_days} days")
+    t = Table(title=f"next-best-offer policies, {dataset}: one cross-sell offer per customer at {as_of}, "
+                    f"outcome in the next {horizon_days} days (observational; logged to MLflow cvm-nbo)")
     for c in table.columns:
         t.add_column(c, justify="right" if c != "policy" else "left")
     for row in table.itertuples(index=False):

@@ -5,7 +5,8 @@
 ``CVM_DATASET``            dataset whose published snapshot is served (default completejourney)
 ``CVM_CATALOG``            offer catalog YAML (default serving/catalogs/<dataset>.yaml)
 ``CVM_API_KEYS``           comma-separated bearer keys clients must send
-``CVM_API_KEYS_FILE``      or a file with one key per line (a mounted secret)
+``CVM_API_KEYS_FILE``      or a file with one key per line (a mounted secret); default
+                           ``$CVM_HOME/secrets/api-keys`` when it exists (``make demo`` writes it)
 ``CVM_ADMIN_KEYS``         keys allowed on /admin/reload (or ``CVM_ADMIN_KEYS_FILE``)
 ``CVM_NO_AUTH``            ``1``: accept requests without a key (local use only, warned loudly)
 ``CVM_RELOAD_SECONDS``     how often champions and the snapshot are checked (default 30, 0: never)
@@ -45,6 +46,10 @@ def _keys(value: str | None, file: str | None, what: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
+def default_keys_file(home: Path) -> Path:
+    return Path(home) / "secrets" / "api-keys"
+
+
 class ServiceSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -76,13 +81,16 @@ class ServiceSettings(BaseModel):
         except ValueError:
             raise SettingsError(f"CVM_RELOAD_SECONDS must be a number of seconds, got {e['CVM_RELOAD_SECONDS']!r}") \
                 from None
+        keys_file = e.get("CVM_API_KEYS_FILE")
+        if not keys_file and not e.get("CVM_API_KEYS") and default_keys_file(home.root).exists():
+            keys_file = str(default_keys_file(home.root))
         source = e.get("CVM_MODEL_SOURCE") or ("bentoml" if in_bento else "mlflow")
         if source not in ("mlflow", "bentoml"):
             raise SettingsError(f"CVM_MODEL_SOURCE must be 'mlflow' or 'bentoml', got {source!r}")
         settings = cls(
             home=home.root, dataset=e.get("CVM_DATASET", "completejourney"),
             catalog=Path(e["CVM_CATALOG"]) if e.get("CVM_CATALOG") else None,
-            api_keys=_keys(e.get("CVM_API_KEYS"), e.get("CVM_API_KEYS_FILE"), "CVM_API_KEYS"),
+            api_keys=_keys(e.get("CVM_API_KEYS"), keys_file, "CVM_API_KEYS"),
             admin_keys=_keys(e.get("CVM_ADMIN_KEYS"), e.get("CVM_ADMIN_KEYS_FILE"), "CVM_ADMIN_KEYS"),
             no_auth=e.get("CVM_NO_AUTH", "").lower() in ("1", "true", "yes"),
             reload_seconds=reload_seconds, model_source=source,  # type: ignore[arg-type]

@@ -285,3 +285,41 @@ def test_serve_refuses_a_bad_catalog_and_missing_keys(served_home, tmp_path, mon
     r = CliRunner().invoke(app, ["serve", "--dataset", str(served_home.dataset), "--catalog",
                                  str(served_home.catalog), "--home", str(served_home.home)])
     assert r.exit_code == 2 and "CVM_API_KEYS" in r.output
+
+
+def test_bento_serves_without_mlflow(served_home, tmp_path):
+    """`cvm bento` packs champions, snapshot and catalog; the built Bento serves with no
+    MLflow registry reachable and an empty CVM_HOME."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.mlflow_fixtures import _free_port
+    from tests.serving_fixtures import REPO, Server, stop_server, wait_ready_or_fail
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update({"BENTOML_HOME": str(tmp_path / "bentoml"), "MLFLOW_DISABLE_TELEMETRY": "true"})
+    built = subprocess.run([sys.executable, "-m", "cvm.cli", "bento", "--dataset", str(served_home.dataset),
+                            "--catalog", str(served_home.catalog), "--home", str(served_home.home)],
+                           env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    assert "packed cvm-churn:" in built.stdout and "packed cvm-online-snapshot:" in built.stdout
+
+    port = _free_port()
+    empty = tmp_path / "empty-home"
+    empty.mkdir()
+    env.update({"CVM_HOME": str(empty), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "CVM_API_KEYS": API_KEY})
+    log = tmp_path / "bento.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "cvm-scoring:latest", "--port", str(port)],
+                                env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    srv = Server(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        wait_ready_or_fail(srv)
+        with srv.client() as c:
+            r = c.post("/score", json={"customer_ids": ["no-one", "1"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["model_versions"] == {"churn": "1", "next-purchase": "1", "cross-sell": "1", "clv": "1"}
+        assert r.json()["as_of"] == AS_OF
+    finally:
+        stop_server(srv)
