@@ -71,7 +71,7 @@ class GuardMiddleware:
             return
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        rid = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        rid = given if _SAFE_ID.match(given) else _server_request_id()
         token = REQUEST_ID.set(rid)
         try:
             refusal = self._refusal(scope, headers)
@@ -123,6 +123,18 @@ class GuardMiddleware:
             return (403 if admin and key_matches(key.strip(), self.api_keys) else 401,
                     "invalid admin key" if admin else "invalid API key", [(b"www-authenticate", b"Bearer")])
         return None
+
+
+def _server_request_id() -> str:
+    """BentoML's own id of this request (the ``span=`` of its access log line), so our log
+    lines and BentoML's correlate; a random one outside a BentoML server."""
+    try:
+        from bentoml._internal.context import trace_context
+
+        rid = trace_context.request_id
+    except Exception:  # noqa: BLE001 - private API: fall back rather than fail a request
+        rid = None
+    return f"{rid:016x}" if isinstance(rid, int) and rid else uuid.uuid4().hex
 
 
 def _is_public(path: str) -> bool:
