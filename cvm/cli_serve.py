@@ -171,9 +171,7 @@ def serve(
                   f"readiness: /readyz)")
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:CVMService", "--host", host,
            "--port", str(port), "--working-dir", str(REPO_ROOT)]
-    if workers != 1:
-        env["BENTOML_CONFIG_OPTIONS"] = (env.get("BENTOML_CONFIG_OPTIONS", "") +
-                                         f" services.cvm-scoring.workers={workers}").strip()
+    env["CVM_WORKERS"] = str(workers)
     raise typer.Exit(subprocess.call(cmd, env=env, cwd=REPO_ROOT))
 
 

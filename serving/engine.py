@@ -208,6 +208,7 @@ def score(state: ServingState, ids: Sequence[str], *, reasons: bool = True) -> l
     cs, scored, found, block = customer_scores(state, ids, reasons=reasons)
     explain = {task.replace("-", "_"): _reasons(contrib, x, feats, block)
                for task, (contrib, x, feats) in scored["reasons"].items()} if reasons else {}
+    top = _top_categories(cs.cross_sell, state.categories)
     results = []
     for i, cid in enumerate(ids):
         item: dict[str, object] = {
@@ -218,7 +219,7 @@ def score(state: ServingState, ids: Sequence[str], *, reasons: bool = True) -> l
             "next_purchase_probability": _num(cs.next_purchase_probability[i]),
             "expected_orders": _num(cs.expected_orders[i]),
             "clv": _num(cs.clv[i]),
-            "cross_sell": _top_categories(cs.cross_sell[i], state.categories),
+            "cross_sell": top[i],
             "reasons": {},
             "as_of": state.as_of.isoformat(),
         }
@@ -230,9 +231,16 @@ def score(state: ServingState, ids: Sequence[str], *, reasons: bool = True) -> l
     return results
 
 
-def _top_categories(p: np.ndarray, categories: Sequence[str]) -> list[dict[str, object]]:
-    order = [k for k in np.argsort(-np.nan_to_num(p, nan=-1.0), kind="stable") if np.isfinite(p[k])]
-    return [{"category": categories[k], "probability": round(float(p[k]), 6)} for k in order[:TOP_CATEGORIES]]
+def _top_categories(p: np.ndarray, categories: Sequence[str]) -> list[list[dict[str, object]]]:
+    """Per row of ``p`` (customers x categories), the top categories by probability (NaN: not a candidate)."""
+    n, k = p.shape
+    if k == 0:
+        return [[] for _ in range(n)]
+    order = np.argsort(-np.nan_to_num(p, nan=-1.0), axis=1, kind="stable")[:, :TOP_CATEGORIES]
+    rows = np.arange(n)[:, None]
+    probs = np.round(p[rows, order], 6).tolist()
+    cats = np.asarray(categories, dtype=object)[order].tolist()
+    return [[{"category": c, "probability": q} for c, q in zip(cr, pr) if q == q] for cr, pr in zip(cats, probs)]
 
 
 def _reasons(contrib: np.ndarray, x: np.ndarray, features: Sequence[str],
@@ -258,13 +266,14 @@ def recommend(state: ServingState, customer_id: str, k: int = 3, channel: str | 
                        exclude_offer_ids=exclude_offer_ids)
     top = top_offers(cs, state.catalog, result, k, channel)
     offers = []
-    for row in top.itertuples(index=False):
-        offer = state.catalog.offer(row.offer_id)
+    for i in range(len(top["offer_id"])):
+        offer = state.catalog.offer(top["offer_id"][i])
+        p, v = float(top["propensity"][i]), float(top["value"][i])
         offers.append({
-            "offer_id": row.offer_id, "name": row.name, "type": row.type, "channel": row.channel,
-            "expected_value": round(float(row.expected_value), 4),
-            "propensity": round(float(row.propensity), 6), "value": round(float(row.value), 4),
-            "reasons": offer_reasons(offer, cs, 0, float(row.propensity), float(row.value), state.spend),
+            "offer_id": offer.id, "name": offer.name, "type": offer.type, "channel": top["channel"][i],
+            "expected_value": round(float(top["expected_value"][i]), 4),
+            "propensity": round(p, 6), "value": round(v, 4),
+            "reasons": offer_reasons(offer, cs, 0, p, v, state.spend),
         })
     answer: dict[str, object] = {"customer_id": customer_id, "found": bool(found[0]),
                                  "rfm_segment": cs.segment[0] if found[0] else None,

@@ -7,7 +7,8 @@
   (``hmac.compare_digest`` against every configured key); ``/admin/*`` needs an admin
   key. A key sent in the query string is refused (URLs end up in logs and proxies);
 * a request id (the caller's ``X-Request-ID`` when it is a safe token, else a new one)
-  goes into the response header and into every log line written while serving it;
+  goes into the response header and into every log line written while serving it,
+  including the access line this middleware writes (method, path, status, time);
 * bodies above ``max_body_bytes`` are answered 413 without being read.
 
 Refusals are JSON ``{"error": ...}``. Nothing here logs a key, a body or a customer id.
@@ -20,10 +21,12 @@ import hmac
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 log = logging.getLogger("cvm.serving.http")
+access = logging.getLogger("cvm.serving.access")  # one line per API request: method, path, status, time
 
 #: the request being served (for log lines); "-" outside a request
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("cvm_request_id", default="-")
@@ -71,7 +74,7 @@ class GuardMiddleware:
             return
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        rid = given if _SAFE_ID.match(given) else _server_request_id()
+        rid = given if _SAFE_ID.match(given) else uuid.uuid4().hex
         token = REQUEST_ID.set(rid)
         try:
             refusal = self._refusal(scope, headers)
@@ -82,14 +85,31 @@ class GuardMiddleware:
                             [(b"x-request-id", rid.encode()), *extra])
                 return
 
+            started = time.perf_counter()
+            status = [500]
+
             async def send_with_headers(message: dict) -> None:
                 if message["type"] == "http.response.start":
+                    status[0] = message["status"]
                     hdrs = list(message.get("headers", []))
                     hdrs.append((b"x-request-id", rid.encode()))
                     message = {**message, "headers": hdrs}
                 await send(message)
 
-            await self.app(scope, receive, send_with_headers)
+            if b"content-length" not in headers and scope.get("method") in ("POST", "PUT", "PATCH"):
+                # a chunked body has no length to check up front: read it here, within the limit
+                body, too_big = await _read_body(receive, self.max_body_bytes)
+                if too_big:
+                    await _json(send, 413, {"error": f"request body too large: limit {self.max_body_bytes} bytes",
+                                            "request_id": rid}, [(b"x-request-id", rid.encode())])
+                    return
+                receive = _replay(body, receive)
+            try:
+                await self.app(scope, receive, send_with_headers)
+            finally:
+                if not _is_public(scope["path"]):
+                    access.info("%s %s %d %.1f ms", scope.get("method"), scope["path"], status[0],
+                                (time.perf_counter() - started) * 1e3)
         finally:
             REQUEST_ID.reset(token)
 
@@ -125,16 +145,34 @@ class GuardMiddleware:
         return None
 
 
-def _server_request_id() -> str:
-    """BentoML's own id of this request (the ``span=`` of its access log line), so our log
-    lines and BentoML's correlate; a random one outside a BentoML server."""
-    try:
-        from bentoml._internal.context import trace_context
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", True
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks), False
 
-        rid = trace_context.request_id
-    except Exception:  # noqa: BLE001 - private API: fall back rather than fail a request
-        rid = None
-    return f"{rid:016x}" if isinstance(rid, int) and rid else uuid.uuid4().hex
+
+def _replay(body: bytes, original: Receive) -> Receive:
+    """The body already read, then the connection's own messages (its disconnect)."""
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await original()
+
+    return receive
 
 
 def _is_public(path: str) -> bool:

@@ -60,6 +60,17 @@ def block_from_records(records: Sequence[Mapping[str, object]], columns: Sequenc
     return out
 
 
+#: below this many rows LightGBM predicts on the calling thread: a few rows gain nothing from
+#: OpenMP, and concurrent requests each starting a team of spinning threads on 2 cores
+#: stall one another
+SINGLE_THREAD_ROWS = 64
+
+
+def _threads(n: int) -> int:
+    """LightGBM ``num_threads`` for ``n`` rows (0: OpenMP's default, every core)."""
+    return 1 if n < SINGLE_THREAD_ROWS else 0
+
+
 def _calibration(calibrator) -> tuple[str, object]:
     """The calibration curve as numpy data: isotonic knots or Platt coefficients."""
     if calibrator is None or calibrator.model_ is None:
@@ -90,6 +101,7 @@ class CompiledModel:
         self.features = list(model.features)
         enc = model.encoder
         self._vocab: dict[str, dict[str, int]] = dict(getattr(enc, "vocab_", {}))
+        self._vocab_index: dict[str, pd.Index] = {}
         self.columns = model.snapshot_columns()
         self.string_columns = set(self._vocab) - set(CROSS_SELL_CONTEXT)
         self._cal_kind, self._cal = _calibration(model.calibrator)
@@ -122,8 +134,15 @@ class CompiledModel:
         vocab = self._vocab.get(name)
         if vocab is None:
             return np.asarray(values, dtype="float64")
-        return np.fromiter((vocab.get(v, np.nan) if isinstance(v, str) else np.nan for v in values),
-                           dtype="float64", count=len(values))
+        if len(values) < 16:
+            return np.fromiter((vocab.get(v, np.nan) if isinstance(v, str) else np.nan for v in values),
+                               dtype="float64", count=len(values))
+        index = self._vocab_index.get(name)
+        if index is None:  # built once per column: codes are the vocabulary's positions
+            index = self._vocab_index[name] = pd.Index(sorted(vocab, key=vocab.__getitem__))
+        codes = index.get_indexer(pd.Index(values, dtype=object)).astype("float64")
+        codes[codes < 0] = np.nan  # unknown or missing
+        return codes
 
     def matrix(self, block: Block, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The model's float32 input matrix (rows = customers) and the BG/NBD columns."""
@@ -157,17 +176,18 @@ class CompiledModel:
             raise ValueError("use cross_sell() for the cross-sell model")
         x, derived = self.matrix(block, n)
         m = self.model
-        contrib = m.booster.predict(x, pred_contrib=True)[:, :-1] if reasons and n else None
+        threads = _threads(n)
+        contrib = m.booster.predict(x, pred_contrib=True, num_threads=threads)[:, :-1] if reasons and n else None
         if n == 0:
             return Scored({k: np.empty(0) for k in TASK_OUTPUTS[self.task]})
         if self.task == "clv":
             offset = derived["bgnbd_expected_spend"] if m.residual_of_bgnbd else 0.0
-            value = np.clip(m.booster.predict(x) + np.nan_to_num(offset), 0.0, None)
+            value = np.clip(m.booster.predict(x, num_threads=threads) + np.nan_to_num(offset), 0.0, None)
             return Scored({"clv": value}, contrib, x)
-        p = self._calibrate(m.booster.predict(x))
+        p = self._calibrate(m.booster.predict(x, num_threads=threads))
         if self.task == "churn":
             return Scored({"churn_probability": p}, contrib, x)
-        orders = np.clip(m.count_booster.predict(x), 0.0, None)
+        orders = np.clip(m.count_booster.predict(x, num_threads=threads), 0.0, None)
         return Scored({"next_purchase_probability": p, "expected_orders": orders}, contrib, x)
 
     def cross_sell(self, block: Block, n: int) -> np.ndarray:
@@ -195,7 +215,7 @@ class CompiledModel:
             xr[:, idx["xs_days_since"]] = days[rows, cats]
         if "xs_spend_share" in idx:
             xr[:, idx["xs_spend_share"]] = share[rows, cats]
-        out[rows, cats] = self._calibrate(m.booster.predict(xr))
+        out[rows, cats] = self._calibrate(m.booster.predict(xr, num_threads=_threads(len(rows))))
         return out
 
 

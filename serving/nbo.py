@@ -239,29 +239,36 @@ def arbitrate(scores: CustomerScores, catalog: Catalog, spend: CategorySpend,
 
 
 def top_offers(scores: CustomerScores, catalog: Catalog, result: Mapping[str, np.ndarray], k: int,
-               channel: str | None = None) -> pd.DataFrame:
-    """The ``k`` best eligible offers per customer as rows (``OFFER_COLUMNS``), best first."""
+               channel: str | None = None) -> dict[str, np.ndarray]:
+    """The ``k`` best eligible offers per customer, best first: columns ``OFFER_COLUMNS``
+    as arrays, one entry per (customer, offer) (``pd.DataFrame(...)`` makes it a table)."""
     ev = result["expected_value"]
     n, m = ev.shape
     order = np.argsort(np.where(np.isnan(ev), np.inf, -ev), axis=1, kind="stable")[:, :k]
-    rows_i = np.repeat(np.arange(n), order.shape[1])
+    width = order.shape[1]
+    rows_i = np.repeat(np.arange(n), width)
     cols_j = order.reshape(-1)
     keep = result["eligible"][rows_i, cols_j]
+    rank = (np.arange(len(keep)) % max(width, 1))[keep] + 1  # eligible offers sort first in each row
     rows_i, cols_j = rows_i[keep], cols_j[keep]
-    rank = (np.arange(len(keep)) % max(order.shape[1], 1))[keep] + 1
     offers = catalog.offers
     ids = np.asarray(scores.customer_ids, dtype=object)
-    return pd.DataFrame({
+
+    def per_offer(values: list) -> np.ndarray:
+        return np.asarray(values, dtype=object)[cols_j] if len(cols_j) else np.empty(0, dtype=object)
+
+    return {
         "customer_id": ids[rows_i],
         "rank": rank.astype("int64"),
-        "offer_id": np.array([offers[j].id for j in cols_j], dtype=object),
-        "name": np.array([offers[j].name for j in cols_j], dtype=object),
-        "type": np.array([offers[j].type for j in cols_j], dtype=object),
-        "channel": np.array([channel or offers[j].channels[0] for j in cols_j], dtype=object),
+        "offer_id": per_offer([o.id for o in offers]),
+        "name": per_offer([o.name for o in offers]),
+        "type": per_offer([o.type for o in offers]),
+        "channel": (np.full(len(cols_j), channel, dtype=object) if channel
+                    else per_offer([o.channels[0] for o in offers])),
         "propensity": result["propensity"][rows_i, cols_j],
         "value": result["value"][rows_i, cols_j],
         "expected_value": ev[rows_i, cols_j],
-    }, columns=list(OFFER_COLUMNS))
+    }
 
 
 def offer_reasons(offer: Offer, scores: CustomerScores, i: int, propensity: float, value: float,

@@ -10,6 +10,7 @@
 ``CVM_ADMIN_KEYS``         keys allowed on /admin/reload (or ``CVM_ADMIN_KEYS_FILE``)
 ``CVM_NO_AUTH``            ``1``: accept requests without a key (local use only, warned loudly)
 ``CVM_RELOAD_SECONDS``     how often champions and the snapshot are checked (default 30, 0: never)
+``CVM_WORKERS``            worker processes (default 1), read when BentoML loads the service
 ``CVM_MODEL_SOURCE``       ``mlflow`` (the registry) or ``bentoml`` (models packed in a Bento)
 ``MLFLOW_TRACKING_URI``    registry location (default: the SQLite database under CVM_HOME)
 ========================== ==================================================================

@@ -11,6 +11,7 @@ serving, and the failure is logged and counted (``cvm_model_load_failures_total`
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -156,6 +157,12 @@ class StateHolder:
         self.state = state  # one reference swap: requests in flight keep the state they read
         self.last_error = None
         if changed:
+            # Models, snapshot and libraries are millions of long-lived objects: moved out of
+            # the collector's sight, a full collection no longer stalls requests for ~100s of ms.
+            # Unfreezing first lets the previous state's reference cycles be collected.
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
             self._on_reload()
             log.info("serving models %s on snapshot %s (as_of %s)", state.version_header(), state.snapshot_version,
                      state.as_of)

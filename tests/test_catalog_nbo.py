@@ -102,7 +102,7 @@ def test_expected_value_and_ranking_by_hand():
     assert res["why"][1, 2] == "segment not targeted"
     # c3: xs-a 0.2 * 10 - 1 = 1.0; ret 0.4 * 0.1 * 100 * 2 - 2 = 6.0
     assert ev[2, 0] == pytest.approx(1.0) and ev[2, 1] == pytest.approx(6.0)
-    top = top_offers(scores(), cat, res, k=2)
+    top = pd.DataFrame(top_offers(scores(), cat, res, k=2))
     assert top[["customer_id", "rank", "offer_id"]].values.tolist() == [
         ["c1", 1, "up"], ["c2", 1, "ret"], ["c2", 2, "xs-a"], ["c3", 1, "ret"], ["c3", 2, "xs-a"]]
 

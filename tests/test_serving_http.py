@@ -144,6 +144,23 @@ def test_malformed_json_is_a_4xx(server):
     assert r.status_code == 400 and "json" in r.text.lower()
 
 
+def test_oversized_bodies_are_refused(server):
+    big = b'{"customer_ids": ["' + b"x" * (2 << 20) + b'"]}'
+
+    def chunks():
+        for i in range(0, len(big), 65536):
+            yield big[i:i + 65536]
+
+    with server.client() as c:
+        sized = c.post("/score", content=big, headers={"Content-Type": "application/json"})
+        chunked = c.post("/score", content=chunks(), headers={"Content-Type": "application/json"})
+        small_chunked = c.post("/score", content=iter([b'{"customer_ids": ', b'["a"]}']),
+                               headers={"Content-Type": "application/json"})
+    assert sized.status_code == 413 and "too large" in sized.json()["error"]
+    assert chunked.status_code == 413
+    assert small_chunked.status_code == 200, small_chunked.text
+
+
 def test_the_1000_id_limit(server, snapshot):
     ids = (snapshot.customer_id.tolist() * 3)[:1000]
     with server.client() as c:
