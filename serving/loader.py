@@ -74,16 +74,33 @@ class RegistrySource:
             out[task] = str(mv.version)
         return out
 
-    def load(self, task: str, version: str) -> Champion:
+    def download(self, name: str, version: str, dst: str) -> str:
+        """A registered version's files into ``dst``, through this source's URIs only (MLflow's
+        process-wide tracking and registry URIs stay untouched)."""
+        import os
+
         import mlflow
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        try:
+            source = self.client().get_model_version_download_uri(name, version)
+            return mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=dst,
+                                                       tracking_uri=self.tracking_uri)
+        except Exception as exc:  # noqa: BLE001 - unreachable registry, missing artifacts...
+            raise ModelLoadError(f"{name} version {version} cannot be downloaded: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+
+    def load(self, task: str, version: str) -> Champion:
+        import tempfile
 
         from training.registry import MODEL_NAMES
 
         name = MODEL_NAMES[task]
         uri = f"models:/{name}/{version}"
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
-        model = _task_model(uri, f"{name} version {version}")
+        what = f"{name} version {version}"
+        with tempfile.TemporaryDirectory(prefix="cvm-model-") as tmp:
+            local = self.download(name, version, tmp)
+            model = _task_model(local, what)
         if model.task != task:
             raise ModelLoadError(f"{name} version {version} is a {model.task!r} model, not {task!r}")
         return Champion(task, name, version, CompiledModel(model), uri)
@@ -113,7 +130,9 @@ class BentoSource:
         from training.registry import MODEL_NAMES
 
         m = bentoml.models.get(f"{MODEL_NAMES[task]}:latest")
-        model = _task_model(m.path_of("mlflow_model"), f"Bento model {m.tag}")
+        root = Path(m.path_of("mlflow_model"))
+        model_dir = root if (root / "MLmodel").exists() else next(p.parent for p in root.rglob("MLmodel"))
+        model = _task_model(str(model_dir), f"Bento model {m.tag}")
         return Champion(task, MODEL_NAMES[task], m.info.labels.get("mlflow_version", version), CompiledModel(model),
                         str(m.tag))
 
@@ -131,7 +150,6 @@ def export_to_bentoml(tracking_uri: str, online_root: Path, catalog_path: Path) 
     import shutil
 
     import bentoml
-    import mlflow
 
     from training.registry import MODEL_NAMES
 
@@ -139,14 +157,12 @@ def export_to_bentoml(tracking_uri: str, online_root: Path, catalog_path: Path) 
     versions = src.versions()
     if not versions:
         raise NotReadyError("no champion model to pack: train first (cvm train all --as-of DATE)")
-    mlflow.set_tracking_uri(tracking_uri)
     tags = []
     for task, version in versions.items():
         name = MODEL_NAMES[task]
         with bentoml.models.create(name, labels={"mlflow_version": version, "task": task},
                                    metadata={"source": f"models:/{name}/{version}"}) as bm:
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
-                                                dst_path=bm.path_of("mlflow_model"))
+            src.download(name, version, bm.path_of("mlflow_model"))
             tags.append(str(bm.tag))
     pointer = online_root / "CURRENT.json"
     if not pointer.exists():

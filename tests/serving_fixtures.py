@@ -81,6 +81,11 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> ServedHome:
         (exp / f"{task}.yaml").write_text("extends: synthetic.yaml\n" + SMALL_TRAIN)
     home = root / "home"
     runner = CliRunner()
+    # the in-process CLI points MLflow's process-wide URIs at this home: put them back after
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    saved_uris = (tracking_utils._tracking_uri, registry_utils._registry_uri)
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
         r = runner.invoke(app, ["features", "build", "--dataset", str(data), "--as-of", AS_OF, "--publish",
@@ -95,6 +100,7 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> ServedHome:
         assert set(versions) == set(TASKS), versions
         categories = list(src.load("cross-sell", versions["cross-sell"]).model.categories)
     finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved_uris
         if saved is not None:
             os.environ["MLFLOW_TRACKING_URI"] = saved
     catalog = root / "catalog.yaml"

@@ -14,6 +14,7 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from serving.loader import RegistrySource
 from tests.serving_fixtures import ADMIN_KEY, API_KEY, AS_OF, start_server, stop_server
 
 
@@ -64,7 +65,7 @@ def test_admin_reload_needs_the_admin_key(server):
     assert set(r.json()["model_versions"]) == {"churn", "next-purchase", "cross-sell", "clv"}
 
 
-def test_score_matches_the_models_on_the_snapshot(server, served_home, snapshot):
+def test_score_matches_the_models_on_the_snapshot(server, served_home, snapshot, tmp_path):
     """Every score equals the champion TaskModel's own predict on the snapshot row."""
     import mlflow
 
@@ -79,11 +80,13 @@ def test_score_matches_the_models_on_the_snapshot(server, served_home, snapshot)
     results = body["results"]
     assert [x["customer_id"] for x in results] == ids
 
-    mlflow.set_tracking_uri(f"sqlite:///{served_home.home / 'mlflow' / 'mlflow.db'}")
+    uri = f"sqlite:///{served_home.home / 'mlflow' / 'mlflow.db'}"
     rows = snapshot.iloc[:25].reset_index(drop=True)
     expected = {}
     for task in ("churn", "next-purchase", "cross-sell", "clv"):
-        m = mlflow.pyfunc.load_model(f"models:/cvm-{task}@champion").unwrap_python_model().model
+        version = RegistrySource(uri).versions()[task]
+        local = RegistrySource(uri).download(f"cvm-{task}", version, str(tmp_path / task))
+        m = mlflow.pyfunc.load_model(local).unwrap_python_model().model
         expected[task] = m.predict(rows)
     for i, item in enumerate(results):
         assert item["found"] is True and item["rfm_segment"] == rows.rfm_segment[i]
