@@ -125,10 +125,13 @@ class StateHolder:
             raise NotReadyError(f"no feature snapshot is published for dataset {self.dataset_name()!r} "
                                 f"(cvm features publish --dataset {self.settings.dataset} --as-of DATE)")
         current = self.state
-        same = (current is not None and current.model_versions == versions
+        loaded = current.model_versions if current is not None else {}
+        # versions to (re)load: changed ones, except a version already rejected (not retried)
+        pending = {t: v for t, v in versions.items() if loaded.get(t) != v and self._rejected.get(t) != v}
+        same = (current is not None and not pending and set(versions) <= set(loaded) | set(self._rejected)
                 and current.snapshot_version == snap.version)
         if same and not force:
-            return LoadOutcome(False, versions, snap.version, "unchanged")
+            return LoadOutcome(False, dict(loaded), snap.version, "unchanged")
         champions: dict[str, Champion] = {}
         failures = []
         for task, version in versions.items():

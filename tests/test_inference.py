@@ -102,3 +102,41 @@ def test_state_refuses_a_snapshot_without_the_models_features(champions, served_
     out = score(state, [frame.customer_id.iloc[0], "nobody"])
     assert out[0]["found"] and not out[1]["found"]
     assert out[1]["churn_probability"] == pytest.approx(state.priors["churn_probability"], abs=1e-6)
+
+
+def test_a_broken_champion_is_rejected_and_the_previous_one_keeps_serving(served_home, tmp_path):
+    """A version that cannot be loaded is promoted: the holder rejects it (counted, logged),
+    keeps serving the loaded champion, and does not retry it on every poll."""
+    from mlflow import MlflowClient
+
+    from serving.settings import ServiceSettings
+    from serving.state import StateHolder
+    from tests.serving_fixtures import API_KEY
+    from training import registry
+
+    uri = f"sqlite:///{served_home.home / 'mlflow' / 'mlflow.db'}"
+    settings = ServiceSettings(home=served_home.home, dataset=str(served_home.dataset),
+                               catalog=served_home.catalog, api_keys=(API_KEY,), reload_seconds=0,
+                               tracking_uri=uri)
+    failures: list[str] = []
+    holder = StateHolder(settings, on_failure=failures.append)
+    first = holder.load()
+    assert first.changed and holder.state.model_versions["churn"] == "1"
+
+    bad = tmp_path / "broken-model"
+    bad.mkdir()
+    (bad / "MLmodel").write_text("this: is not [a model")
+    client = MlflowClient(uri, registry_uri=uri)
+    v = client.create_model_version("cvm-churn", str(bad))
+    registry.promote(client, "churn", str(v.version), reason="test: broken")
+    try:
+        before = holder.state
+        outcome = holder.load()
+        assert failures == ["churn"]
+        assert outcome.failures and "churn version" in outcome.failures[0]
+        assert holder.state.model_versions["churn"] == "1"
+        assert holder.state.champions["churn"] is before.champions["churn"]
+        again = holder.load()  # the rejected version is not retried on each poll
+        assert failures == ["churn"] and not again.changed
+    finally:
+        registry.rollback(client, "churn")

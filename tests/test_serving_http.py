@@ -261,11 +261,15 @@ def test_hot_reload_under_concurrent_requests(served_home, snapshot, tmp_path):
                     failures.append(repr(exc))
 
     threads = [threading.Thread(target=hammer) for _ in range(4)]
+    new = None
     try:
         for t in threads:
             t.start()
         time.sleep(1.5)
-        new = client.create_model_version(name, v1.source, run_id=v1.run_id, tags=v1.tags)
+        # the same artifacts as a new version (a models:/m-... source would make MLflow look the
+        # logged model up through its process-wide tracking URI, not this client's)
+        new = client.create_model_version(name, client.get_model_version_download_uri(name, "1"),
+                                          run_id=v1.run_id, tags=v1.tags)
         registry.promote(client, "churn", str(new.version), reason="test")
         deadline = time.monotonic() + 20
         want = f"churn={new.version},"
@@ -276,7 +280,8 @@ def test_hot_reload_under_concurrent_requests(served_home, snapshot, tmp_path):
         stop.set()
         for t in threads:
             t.join(30)
-        registry.rollback(client, "churn")
+        if new is not None:
+            registry.rollback(client, "churn")
         stop_server(srv)
     assert not failures, failures[:5]
     assert any(v.startswith("churn=1,") for v in versions_seen)
