@@ -1,0 +1,1 @@
+"""Nightly batch scoring of every customer (issue 5)."""

@@ -1,0 +1,161 @@
+"""The nightly batch: score every customer of a snapshot and write the outputs atomically.
+
+Output of one run, ``<out>/as_of=YYYY-MM-DD/``: ``scores.parquet``, ``cross_sell.parquet``,
+``offers.parquet``, ``segment_migration.parquet`` and ``manifest.json``. Everything is
+written into a staging directory beside it and swapped in with one atomic exchange
+(``cvm.engines.replace_directory``): a reader sees the previous output or the new one,
+never a mix, and a run killed at any moment leaves the previous output as it was (the
+next run removes the abandoned staging directory). Re-running an as_of replaces its
+output; the same inputs give byte-identical data files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from batch.score import BatchOutputs, score_snapshot, segment_migration
+
+log = logging.getLogger(__name__)
+
+DATA_FILES = ("scores.parquet", "cross_sell.parquet", "offers.parquet", "segment_migration.parquet")
+STAGING_PREFIX = ".staging-"
+
+
+class BatchError(RuntimeError):
+    """The run cannot complete; ``exit_code`` tells a scheduler what kind of failure it was."""
+
+    exit_code = 1
+
+
+class ReconciliationError(BatchError):
+    """Customers in and customers scored do not match: nothing is published."""
+
+    exit_code = 3
+
+
+@dataclass
+class BatchResult:
+    out_dir: Path
+    manifest: dict
+    outputs: BatchOutputs
+
+
+def output_dir(root: Path, as_of: date) -> Path:
+    return root / f"as_of={as_of.isoformat()}"
+
+
+def previous_scores(root: Path, as_of: date) -> tuple[date | None, pd.DataFrame | None]:
+    """The latest scored as_of before ``as_of`` and its scores (segment migration reads it)."""
+    days = []
+    for d in root.glob("as_of=*"):
+        try:
+            day = date.fromisoformat(d.name.split("=", 1)[1])
+        except ValueError:
+            continue
+        if day < as_of and (d / "scores.parquet").exists():
+            days.append(day)
+    if not days:
+        return None, None
+    day = max(days)
+    return day, pd.read_parquet(output_dir(root, day) / "scores.parquet", columns=["customer_id", "rfm_segment"])
+
+
+def reconcile(snapshot: pd.DataFrame, scores: pd.DataFrame) -> None:
+    """Every customer of the snapshot scored exactly once, or ``ReconciliationError``."""
+    ids_in = snapshot["customer_id"].astype(str)
+    ids_out = scores["customer_id"].astype(str)
+    dupes = int(ids_out.duplicated().sum())
+    missing = int((~ids_in.isin(ids_out)).sum())
+    extra = int((~ids_out.isin(ids_in)).sum())
+    if dupes or missing or extra or len(ids_in) != len(ids_out):
+        raise ReconciliationError(f"reconciliation failed: {len(ids_in)} customers in, {len(ids_out)} scored "
+                                  f"({missing} missing, {extra} unexpected, {dupes} scored twice); "
+                                  "the previous output is left in place")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_outputs(root: Path, as_of: date, outputs: BatchOutputs, migration: pd.DataFrame, manifest: dict,
+                  *, before_swap: Callable[[Path], None] | None = None) -> Path:
+    """Write into a staging directory, then swap it in atomically. Returns the final path."""
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f"{STAGING_PREFIX}{as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        tables = {"scores.parquet": outputs.scores, "cross_sell.parquet": outputs.cross_sell,
+                  "offers.parquet": outputs.offers, "segment_migration.parquet": migration}
+        for name, table in tables.items():
+            table.to_parquet(staging / name, index=False)
+        manifest = {**manifest, "files": {name: {"rows": int(len(tables[name])), "sha256": _sha256(staging / name)}
+                                          for name in DATA_FILES}}
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        if before_swap is not None:
+            before_swap(staging)
+        from cvm.engines import replace_directory
+
+        final = output_dir(root, as_of)
+        replace_directory(staging, final)
+        return final
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def clean_abandoned(root: Path) -> int:
+    """Remove staging directories left by killed runs; returns how many."""
+    n = 0
+    for d in root.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(d, ignore_errors=True)
+        n += 1
+    for d in root.glob(".as_of=*.old-*"):
+        shutil.rmtree(d, ignore_errors=True)
+    return n
+
+
+def run_scoring(snapshot: pd.DataFrame, snapshot_info: dict, champions: dict, catalog, contacts, as_of: date,
+                root: Path, *, k: int = 3, progress: Callable[[int], None] | None = None,
+                before_swap: Callable[[Path], None] | None = None) -> BatchResult:
+    """Score, reconcile, write atomically. Pure of any registry or engine access."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    removed = clean_abandoned(root) if root.exists() else 0
+    if removed:
+        log.warning("removed %d staging director%s left by an interrupted run", removed, "y" if removed == 1 else "ies")
+    outputs = score_snapshot(snapshot, champions, catalog, as_of, contacts=contacts, k=k, progress=progress)
+    timings["score_seconds"] = round(time.perf_counter() - t0, 3)
+    reconcile(snapshot, outputs.scores)
+    prev_day, prev = previous_scores(root, as_of)
+    migration = segment_migration(prev, outputs.scores)
+    manifest = {
+        "format": 1,
+        "as_of": as_of.isoformat(),
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "models": {t: {"name": c.name, "version": c.version, "source": c.source} for t, c in champions.items()},
+        "missing_tasks": outputs.missing_tasks,
+        "snapshot": snapshot_info,
+        "catalog_version": getattr(catalog, "version", None),
+        "previous_as_of": prev_day.isoformat() if prev_day else None,
+        "rows": {"in": int(len(snapshot)), "scored": int(len(outputs.scores)),
+                 "quarantined": int(snapshot_info.get("rows_quarantined", 0)),
+                 "cross_sell_pairs": int(len(outputs.cross_sell)), "offers": int(len(outputs.offers))},
+    }
+    manifest["timings"] = timings
+    final = write_outputs(root, as_of, outputs, migration, manifest, before_swap=before_swap)
+    return BatchResult(final, json.loads((final / "manifest.json").read_text()), outputs)

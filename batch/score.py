@@ -1,0 +1,143 @@
+"""Scoring a whole feature snapshot: tables in, tables out, no I/O.
+
+The nightly job (``batch.job``) reads a snapshot, calls ``score_snapshot`` and writes
+what it returns. Inference runs straight on the LightGBM boosters over float32 matrices
+in chunks (``serving.inference``), cross-sell for every category in one matrix, and the
+next-best-offer engine is the service's own (``serving.nbo``), vectorised over customers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from features.definitions import slug
+from serving.catalog import Catalog
+from serving.engine import TASKS, Champion
+from serving.inference import block_from_frame
+from serving.nbo import CategorySpend, ContactHistory, ContactState, CustomerScores, arbitrate, top_offers
+
+#: scores.parquet columns, in order
+SCORE_COLUMNS = ("customer_id", "as_of", "rfm_segment", "churn_probability", "next_purchase_probability",
+                 "expected_orders", "clv", "best_offer_id", "best_offer_expected_value")
+#: rows scored per chunk: bounds the memory of the float32 matrices and the offer arrays
+CHUNK_ROWS = 200_000
+
+
+@dataclass
+class BatchOutputs:
+    scores: pd.DataFrame
+    cross_sell: pd.DataFrame  # customer_id, category, probability (eligible pairs only)
+    offers: pd.DataFrame  # top k offers per customer
+    missing_tasks: list[str] = field(default_factory=list)
+
+
+def score_snapshot(frame: pd.DataFrame, champions: Mapping[str, Champion], catalog: Catalog | None,
+                   as_of: date, *, contacts: ContactHistory | None = None, k: int = 3,
+                   chunk_rows: int = CHUNK_ROWS, window_days: int = 365,
+                   progress: Callable[[int], None] | None = None) -> BatchOutputs:
+    """Every customer of ``frame`` (one snapshot row each) scored by the champions.
+
+    A task without a champion leaves its columns null and is listed in ``missing_tasks``;
+    without a cross-sell champion or a catalog, offers are empty.
+    """
+    if frame["customer_id"].duplicated().any():
+        raise ValueError("the snapshot has duplicate customer_id values: one row per customer is required")
+    missing = [t for t in TASKS if t not in champions]
+    xs_model = champions.get("cross-sell")
+    categories = list(xs_model.model.categories) if xs_model is not None else []
+    if catalog is not None:
+        catalog.check_categories(categories, "offer catalog")
+    spend = (CategorySpend.from_snapshot(block_from_frame(frame, ["monetary", *(f"spend_share_{slug(c)}"
+                                                                                for c in categories)]),
+                                         categories, window_days, catalog.horizon_days)
+             if catalog is not None and categories else CategorySpend({}))
+    score_parts, xs_parts, offer_parts = [], [], []
+    for start in range(0, len(frame), chunk_rows):
+        chunk = frame.iloc[start:start + chunk_rows]
+        s, x, o = _score_chunk(chunk, champions, categories, catalog, spend, contacts, k)
+        score_parts.append(s)
+        xs_parts.append(x)
+        offer_parts.append(o)
+        if progress is not None:
+            progress(len(chunk))
+    scores = pd.concat(score_parts, ignore_index=True) if score_parts else _empty_scores()
+    scores.insert(1, "as_of", pd.Series([as_of] * len(scores), dtype="object"))
+    scores = scores[list(SCORE_COLUMNS)]
+    cross_sell = (pd.concat(xs_parts, ignore_index=True) if xs_parts
+                  else pd.DataFrame({"customer_id": [], "category": [], "probability": []}))
+    offers = pd.concat(offer_parts, ignore_index=True) if offer_parts else pd.DataFrame()
+    if len(offers):
+        offers.insert(1, "as_of", pd.Series([as_of] * len(offers), dtype="object"))
+    return BatchOutputs(scores, cross_sell, offers, missing)
+
+
+def _empty_scores() -> pd.DataFrame:
+    return pd.DataFrame({c: [] for c in SCORE_COLUMNS if c != "as_of"})
+
+
+def _score_chunk(chunk: pd.DataFrame, champions: Mapping[str, Champion], categories: list[str],
+                 catalog: Catalog | None, spend: CategorySpend, contacts: ContactHistory | None, k: int
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    n = len(chunk)
+    block = block_from_frame(chunk)
+    nan = np.full(n, np.nan)
+    out: dict[str, np.ndarray] = {}
+    for task in ("churn", "next-purchase", "clv"):
+        if task in champions:
+            out.update(champions[task].model.score(block, n).values)
+    xs = champions["cross-sell"].model.cross_sell(block, n) if "cross-sell" in champions \
+        else np.full((n, 0), np.nan)
+    ids = chunk["customer_id"].astype(str).to_numpy(dtype=object)
+    scores = pd.DataFrame({
+        "customer_id": ids,
+        "rfm_segment": chunk["rfm_segment"].to_numpy(dtype=object),
+        "churn_probability": out.get("churn_probability", nan),
+        "next_purchase_probability": out.get("next_purchase_probability", nan),
+        "expected_orders": out.get("expected_orders", nan),
+        "clv": out.get("clv", nan),
+    })
+    rows, cols = np.nonzero(np.isfinite(xs))
+    cross_sell = pd.DataFrame({"customer_id": ids[rows],
+                               "category": np.asarray(categories, dtype=object)[cols] if len(categories)
+                               else np.empty(0, dtype=object),
+                               "probability": xs[rows, cols]})
+    best_id = np.full(n, None, dtype=object)
+    best_ev = np.full(n, np.nan)
+    offers = pd.DataFrame()
+    if catalog is not None:
+        days = (np.column_stack([block[f"days_since_{slug(c)}"] for c in categories]) if categories
+                else np.empty((n, 0)))
+        cs = CustomerScores(list(ids), np.ones(n, dtype=bool), scores["rfm_segment"].to_numpy(dtype=object),
+                            scores["churn_probability"].to_numpy(), scores["next_purchase_probability"].to_numpy(),
+                            scores["expected_orders"].to_numpy(), scores["clv"].to_numpy(),
+                            np.asarray(block.get("avg_order_value", nan), dtype="float64"), xs, categories, days)
+        state = contacts.state(list(ids), catalog) if contacts is not None else ContactState.none(n, catalog)
+        result = arbitrate(cs, catalog, spend, state)
+        offers = pd.DataFrame(top_offers(cs, catalog, result, k))
+        first = offers[offers["rank"] == 1]
+        pos = pd.Index(ids).get_indexer(first["customer_id"])
+        best_id[pos] = first["offer_id"].to_numpy(dtype=object)
+        best_ev[pos] = first["expected_value"].to_numpy(dtype="float64")
+    scores["best_offer_id"] = best_id
+    scores["best_offer_expected_value"] = best_ev
+    return scores, cross_sell, offers
+
+
+def segment_migration(previous: pd.DataFrame | None, current: pd.DataFrame) -> pd.DataFrame:
+    """Customers per (segment at the previous as_of, segment now). Customers only in one of
+    the two appear with ``(none)`` on the other side (new customers, customers gone)."""
+    now = current[["customer_id", "rfm_segment"]].rename(columns={"rfm_segment": "to_segment"})
+    if previous is None:
+        before = pd.DataFrame({"customer_id": pd.Series([], dtype=object), "from_segment": pd.Series([], dtype=object)})
+    else:
+        before = previous[["customer_id", "rfm_segment"]].rename(columns={"rfm_segment": "from_segment"})
+    both = before.merge(now, on="customer_id", how="outer")
+    both[["from_segment", "to_segment"]] = both[["from_segment", "to_segment"]].astype(object).fillna("(none)")
+    counts = both.groupby(["from_segment", "to_segment"], sort=True).size().rename("customers").reset_index()
+    counts["customers"] = counts["customers"].astype("int64")
+    return counts
