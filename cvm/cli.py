@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cvm.cli_models import models_app  # light: MLflow is imported inside its commands
+from cvm.cli_batch import score_batch  # light: the batch modules are imported inside the command
 from cvm.cli_serve import bento, nbo_app, serve  # light: BentoML is imported inside its commands
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(nbo_app, name="nbo")
 app.command()(serve)
 app.command()(bento)
+app.command("score-batch")(score_batch)
 
 console = Console(stderr=False)
 err = Console(stderr=True)

@@ -111,3 +111,44 @@ def test_segment_migration_by_hand():
     first = segment_migration(None, now)
     assert first.customers.sum() == 3 and set(first.from_segment) == {"(none)"}
     assert np.issubdtype(first.customers.dtype, np.integer)
+
+
+def test_cli_score_batch_and_its_exit_codes(served_home, tmp_path, monkeypatch):
+    """`cvm score-batch` on the synthetic home: outputs and manifest; a reconciliation
+    failure exits 3 and leaves the previous output as it was."""
+    from typer.testing import CliRunner
+
+    import batch.job
+    from cvm.cli import app
+
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "out"
+    args = ["score-batch", "--as-of", AS_OF, "--dataset", str(served_home.dataset), "--home", str(served_home.home),
+            "--out", str(out), "--catalog", str(served_home.catalog), "--no-publish"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    final = out / f"as_of={AS_OF}"
+    manifest = json.loads((final / "manifest.json").read_text())
+    scores = pd.read_parquet(final / "scores.parquet")
+    assert manifest["rows"]["in"] == manifest["rows"]["scored"] == len(scores) > 0
+    assert manifest["missing_tasks"] == [] and set(manifest["models"]) == {"churn", "next-purchase", "cross-sell",
+                                                                           "clv"}
+    before = (final / "scores.parquet").read_bytes()
+
+    real = batch.job.score_snapshot
+
+    def drops_one(frame, *a, **kw):
+        result = real(frame, *a, **kw)
+        result.scores = result.scores.iloc[1:]
+        return result
+
+    monkeypatch.setattr(batch.job, "score_snapshot", drops_one)
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 3, r.output
+    assert "reconciliation failed" in r.output and "1 missing" in r.output
+    assert (final / "scores.parquet").read_bytes() == before
