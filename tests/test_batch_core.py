@@ -152,3 +152,39 @@ def test_cli_score_batch_and_its_exit_codes(served_home, tmp_path, monkeypatch):
     assert r.exit_code == 3, r.output
     assert "reconciliation failed" in r.output and "1 missing" in r.output
     assert (final / "scores.parquet").read_bytes() == before
+
+
+def test_sigkill_at_random_moments_leaves_the_previous_output(served_home, tmp_path):
+    """The job killed (SIGKILL) at random points: the previous output stays readable and
+    byte-identical, no half-written as_of appears, and the next run completes."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    cmd = [sys.executable, "-m", "cvm.cli", "score-batch", "--as-of", AS_OF, "--dataset", str(served_home.dataset),
+           "--home", str(served_home.home), "--out", str(out), "--catalog", str(served_home.catalog),
+           "--no-publish"]
+    t0 = time.monotonic()
+    assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
+    full = time.monotonic() - t0
+    final = out / f"as_of={AS_OF}"
+    reference = {f.name: f.read_bytes() for f in final.iterdir() if f.suffix == ".parquet"}
+    rng = random.Random(7)
+    for _ in range(5):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        time.sleep(rng.uniform(0.2, full))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        assert {f.name: f.read_bytes() for f in final.iterdir() if f.suffix == ".parquet"} == reference
+        assert json.loads((final / "manifest.json").read_text())["rows"]["scored"] > 0
+        assert [p.name for p in out.iterdir() if not p.name.startswith(".staging-")] == [f"as_of={AS_OF}"]
+    assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # abandoned staging cleaned up
+    assert {f.name: f.read_bytes() for f in final.iterdir() if f.suffix == ".parquet"} == reference
