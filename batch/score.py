@@ -17,9 +17,9 @@ import pandas as pd
 
 from features.definitions import slug
 from serving.catalog import Catalog
-from serving.engine import TASKS, Champion
+from serving.engine import MONETARY_WINDOW_DAYS, TASKS, Champion, score_block, to_customer_scores
 from serving.inference import block_from_frame
-from serving.nbo import CategorySpend, ContactHistory, ContactState, CustomerScores, arbitrate, top_offers
+from serving.nbo import CategorySpend, ContactHistory, ContactState, arbitrate, top_offers
 
 #: scores.parquet columns, in order
 SCORE_COLUMNS = ("customer_id", "as_of", "rfm_segment", "churn_probability", "next_purchase_probability",
@@ -38,7 +38,7 @@ class BatchOutputs:
 
 def score_snapshot(frame: pd.DataFrame, champions: Mapping[str, Champion], catalog: Catalog | None,
                    as_of: date, *, contacts: ContactHistory | None = None, k: int = 3,
-                   chunk_rows: int = CHUNK_ROWS, window_days: int = 365,
+                   chunk_rows: int = CHUNK_ROWS, window_days: int = MONETARY_WINDOW_DAYS,
                    progress: Callable[[int], None] | None = None) -> BatchOutputs:
     """Every customer of ``frame`` (one snapshot row each) scored by the champions.
 
@@ -85,37 +85,25 @@ def _score_chunk(chunk: pd.DataFrame, champions: Mapping[str, Champion], categor
                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     n = len(chunk)
     block = block_from_frame(chunk)
-    nan = np.full(n, np.nan)
-    out: dict[str, np.ndarray] = {}
-    for task in ("churn", "next-purchase", "clv"):
-        if task in champions:
-            out.update(champions[task].model.score(block, n).values)
-    xs = champions["cross-sell"].model.cross_sell(block, n) if "cross-sell" in champions \
-        else np.full((n, 0), np.nan)
     ids = chunk["customer_id"].astype(str).to_numpy(dtype=object)
+    cs = to_customer_scores(ids, np.ones(n, dtype=bool), block, score_block(champions, block, n), categories)
     scores = pd.DataFrame({
         "customer_id": ids,
-        "rfm_segment": chunk["rfm_segment"].to_numpy(dtype=object),
-        "churn_probability": out.get("churn_probability", nan),
-        "next_purchase_probability": out.get("next_purchase_probability", nan),
-        "expected_orders": out.get("expected_orders", nan),
-        "clv": out.get("clv", nan),
+        "rfm_segment": cs.segment,
+        "churn_probability": cs.churn_probability,
+        "next_purchase_probability": cs.next_purchase_probability,
+        "expected_orders": cs.expected_orders,
+        "clv": cs.clv,
     })
-    rows, cols = np.nonzero(np.isfinite(xs))
+    rows, cols = np.nonzero(np.isfinite(cs.cross_sell))
     cross_sell = pd.DataFrame({"customer_id": ids[rows],
                                "category": np.asarray(categories, dtype=object)[cols] if len(categories)
                                else np.empty(0, dtype=object),
-                               "probability": xs[rows, cols]})
+                               "probability": cs.cross_sell[rows, cols]})
     best_id = np.full(n, None, dtype=object)
     best_ev = np.full(n, np.nan)
     offers = pd.DataFrame()
     if catalog is not None:
-        days = (np.column_stack([block[f"days_since_{slug(c)}"] for c in categories]) if categories
-                else np.empty((n, 0)))
-        cs = CustomerScores(list(ids), np.ones(n, dtype=bool), scores["rfm_segment"].to_numpy(dtype=object),
-                            scores["churn_probability"].to_numpy(), scores["next_purchase_probability"].to_numpy(),
-                            scores["expected_orders"].to_numpy(), scores["clv"].to_numpy(),
-                            np.asarray(block.get("avg_order_value", nan), dtype="float64"), xs, categories, days)
         state = contacts.state(list(ids), catalog) if contacts is not None else ContactState.none(n, catalog)
         result = arbitrate(cs, catalog, spend, state)
         offers = pd.DataFrame(top_offers(cs, catalog, result, k))

@@ -223,6 +223,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _each(procs: Sequence[psutil.Process], action) -> None:
+    """Apply ``action`` (terminate, kill) to processes, skipping those already gone."""
+    for p in procs:
+        try:
+            action(p)
+        except psutil.NoSuchProcess:
+            pass
+
+
 class Server:
     """A server subprocess in its own session: ``with`` waits until it is ready and stops its process tree."""
 
@@ -279,22 +288,14 @@ class Server:
             return
         log(f"stopping {self.name}")
         self._signal_group(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.terminate()
-            except psutil.NoSuchProcess:
-                pass
+        _each(procs, psutil.Process.terminate)
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             pass
         _, alive = psutil.wait_procs(procs, timeout=5)
         self._signal_group(signal.SIGKILL)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        _each(alive, psutil.Process.kill)
         self.proc.wait(timeout=10)
 
     def _descendants(self) -> list[psutil.Process]:

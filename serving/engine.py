@@ -14,10 +14,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 
+from features.config import FeatureConfig
 from features.definitions import slug
 from serving.catalog import Catalog
 from serving.inference import CompiledModel, block_from_frame, block_from_records, top_reasons
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 TASKS = ("churn", "next-purchase", "cross-sell", "clv")
 #: snapshot columns the engine reads besides the models' inputs
 EXTRA_COLUMNS = ("rfm_segment", "monetary", "avg_order_value")
+#: days the snapshot's ``monetary`` covers (the feature builder's default RFM window)
+MONETARY_WINDOW_DAYS = FeatureConfig().rfm_window_days
 #: customers sampled from the snapshot for cold-start priors and category spend
 PRIOR_SAMPLE = 5000
 #: reason codes per score
@@ -111,11 +113,10 @@ def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog:
     ids = store.sample_ids(PRIOR_SAMPLE)
     frame = store.get_many(ids)
     block = block_from_frame(frame, [c for c in columns if c in frame.columns])
-    scored = _score_block(state, block, len(ids), reasons=False)
+    scored = score_block(champions, block, len(ids))
     state.priors = _priors(scored, categories)
-    window = int(snap.metadata.get("rfm_window_days", 365)) if isinstance(snap.metadata, dict) else 365
     if categories and "monetary" in block:
-        state.spend = CategorySpend.from_snapshot(block, categories, window, catalog.horizon_days)
+        state.spend = CategorySpend.from_snapshot(block, categories, MONETARY_WINDOW_DAYS, catalog.horizon_days)
     # a smoke test: every model must give finite outputs on real rows before it serves
     for key in ("churn_probability", "next_purchase_probability", "expected_orders", "clv"):
         values = scored.get(key)
@@ -138,10 +139,12 @@ def _priors(scored: Mapping[str, np.ndarray], categories: Sequence[str]) -> dict
     return out
 
 
-def _score_block(state: ServingState, block: Mapping[str, np.ndarray], n: int, *,
-                 reasons: bool) -> dict[str, object]:
+def score_block(champions: Mapping[str, Champion], block: Mapping[str, np.ndarray], n: int, *,
+                reasons: bool = False) -> dict[str, object]:
+    """Every champion's outputs for ``n`` snapshot rows (a block); with ``reasons``, the
+    TreeSHAP contributions of churn, next-purchase and clv under ``"reasons"``."""
     out: dict[str, object] = {"reasons": {}}
-    for task, ch in state.champions.items():
+    for task, ch in champions.items():
         m = ch.model
         if task == "cross-sell":
             out["cross_sell"] = m.cross_sell(block, n)
@@ -153,6 +156,26 @@ def _score_block(state: ServingState, block: Mapping[str, np.ndarray], n: int, *
     if "avg_order_value" in block:
         out["avg_order_value"] = np.asarray(block["avg_order_value"], dtype="float64")
     return out
+
+
+def to_customer_scores(ids: Sequence[str], found: np.ndarray, block: Mapping[str, np.ndarray],
+                       scored: Mapping[str, object], categories: Sequence[str]) -> CustomerScores:
+    """What the offer engine reads, from ``score_block``'s outputs (NaN for a task without
+    a champion). The service, the batch job and the offline evaluation all build it here."""
+    n, k = len(ids), len(categories)
+
+    def col(key: str) -> np.ndarray:
+        v = scored.get(key)
+        return np.full(n, np.nan) if v is None else np.array(v, dtype="float64")
+
+    xs = scored.get("cross_sell")
+    xs = np.full((n, k), np.nan) if xs is None else np.array(xs)
+    days = (np.column_stack([np.asarray(block[f"days_since_{slug(c)}"], dtype="float64") for c in categories])
+            if k and all(f"days_since_{slug(c)}" in block for c in categories) else np.full((n, k), np.nan))
+    segment = np.asarray(block.get("rfm_segment", np.full(n, None, dtype=object)), dtype=object)
+    return CustomerScores(list(ids), np.asarray(found, dtype=bool), segment, col("churn_probability"),
+                          col("next_purchase_probability"), col("expected_orders"), col("clv"),
+                          col("avg_order_value"), xs, list(categories), days)
 
 
 def _fetch(state: ServingState, ids: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -174,32 +197,16 @@ def customer_scores(state: ServingState, ids: Sequence[str], *, reasons: bool = 
                     ) -> tuple[CustomerScores, dict[str, object], np.ndarray, dict[str, np.ndarray]]:
     """Scores of ``ids``; unknown customers get the population priors."""
     found, block = _fetch(state, ids)
-    n = len(ids)
-    scored = _score_block(state, block, n, reasons=reasons)
-    priors = state.priors
+    scored = score_block(state.champions, block, len(ids), reasons=reasons)
+    cs = to_customer_scores(ids, found, block, scored, state.categories)
     cold = ~found
-
-    def col(key: str) -> np.ndarray:
-        v = scored.get(key)
-        arr = np.full(n, np.nan) if v is None else np.array(v, dtype="float64")
-        p = priors.get(key)
-        if cold.any() and p is not None and v is not None:
-            arr[cold] = p
-        return arr
-
-    k = len(state.categories)
-    xs = scored.get("cross_sell")
-    xs = np.full((n, k), np.nan) if xs is None else np.array(xs)
-    if cold.any() and k:
-        xs[cold] = np.asarray(priors["cross_sell"], dtype="float64")
-    days = (np.column_stack([np.asarray(block[f"days_since_{slug(c)}"], dtype="float64") for c in state.categories])
-            if k and all(f"days_since_{slug(c)}" in block for c in state.categories) else np.full((n, k), np.nan))
-    segment = np.asarray(block.get("rfm_segment", np.full(n, None, dtype=object)), dtype=object)
-    aov = col("avg_order_value")
-    if cold.any() and priors.get("avg_order_value") is not None:
-        aov[cold] = priors["avg_order_value"]
-    cs = CustomerScores(list(ids), found, segment, col("churn_probability"), col("next_purchase_probability"),
-                        col("expected_orders"), col("clv"), aov, xs, state.categories, days)
+    if cold.any():
+        for key in ("churn_probability", "next_purchase_probability", "expected_orders", "clv", "avg_order_value"):
+            prior = state.priors.get(key)
+            if prior is not None:
+                getattr(cs, key)[cold] = prior
+        if state.categories:
+            cs.cross_sell[cold] = np.asarray(state.priors["cross_sell"], dtype="float64")
     return cs, scored, found, block
 
 
@@ -303,9 +310,3 @@ def load_contacts(home, dataset_spec: str, as_of: date) -> ContactHistory | None
     linked, _ = linked_tables(sources, as_of)
     frame = engine.execute(linked["contacts"].select("customer_id", "campaign_id", "timestamp"))
     return ContactHistory.from_frame(frame, as_of)
-
-
-def catalog_for(dataset: str, path: str | Path | None = None) -> Catalog:
-    from serving.catalog import default_catalog_path, load_catalog
-
-    return load_catalog(path or default_catalog_path(dataset))

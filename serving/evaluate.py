@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.definitions import slug
 from serving.catalog import Catalog
-from serving.engine import TASKS
+from serving.engine import MONETARY_WINDOW_DAYS, score_block, to_customer_scores
 from serving.inference import block_from_frame
-from serving.nbo import CategorySpend, ContactHistory, ContactState, CustomerScores, arbitrate
+from serving.nbo import CategorySpend, ContactState, CustomerScores, arbitrate
 
 POLICIES = ("nbo", "propensity", "most_popular", "random")
 POPULARITY_DAYS = 91
@@ -168,42 +167,17 @@ def evaluate_and_log(dataset: str, as_of: date, catalog_path: Path | None, horiz
                 if np.isfinite(v):
                     mlflow.log_metric(f"{row.policy}_{metric}", float(v))
         mlflow.log_text(table.to_csv(index=False), "nbo_evaluation.csv")
-        mlflow.log_text(table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False),
-                        "nbo_evaluation.md")
+        mlflow.log_text(table.to_string(index=False), "nbo_evaluation.txt")
     return table
 
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def score_frame(frame: pd.DataFrame, champions: dict, catalog: Catalog) -> tuple[CustomerScores, CategorySpend]:
-    """Every customer of a snapshot frame scored by the champions (batch path of the engine)."""
+    """Every customer of a snapshot frame scored by the champions (the engine's batch path)."""
     n = len(frame)
-    cols = list(frame.columns)
-    block = block_from_frame(frame, cols)
-    out: dict[str, np.ndarray] = {}
+    block = block_from_frame(frame)
     xs_model = champions.get("cross-sell")
     categories = list(xs_model.model.categories) if xs_model is not None else []
-    for task in TASKS:
-        ch = champions.get(task)
-        if ch is None:
-            continue
-        if task == "cross-sell":
-            out["cross_sell"] = ch.model.cross_sell(block, n)
-        else:
-            out.update(ch.model.score(block, n).values)
-    nan = np.full(n, np.nan)
-    days = np.column_stack([block[f"days_since_{slug(c)}"] for c in categories]) if categories \
-        else np.empty((n, 0))
-    scores = CustomerScores(frame["customer_id"].astype(str).tolist(), np.ones(n, dtype=bool),
-                            frame["rfm_segment"].to_numpy(dtype=object), out.get("churn_probability", nan),
-                            out.get("next_purchase_probability", nan), out.get("expected_orders", nan),
-                            out.get("clv", nan), block.get("avg_order_value", nan),
-                            out.get("cross_sell", np.full((n, len(categories)), np.nan)), categories, days)
-    spend = CategorySpend.from_snapshot(block, categories, 365, catalog.horizon_days)
+    scores = to_customer_scores(frame["customer_id"].astype(str).tolist(), np.ones(n, dtype=bool), block,
+                                score_block(champions, block, n), categories)
+    spend = CategorySpend.from_snapshot(block, categories, MONETARY_WINDOW_DAYS, catalog.horizon_days)
     return scores, spend

@@ -42,7 +42,6 @@ class StateHolder:
         self.state: ServingState | None = None
         self.last_error: str | None = "loading"
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._token_mtime: float | None = None
         self._on_failure = on_failure or (lambda task: None)
@@ -177,9 +176,6 @@ class StateHolder:
         self._thread = threading.Thread(target=self._run, name="cvm-state", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-
     def _token(self) -> float | None:
         try:
             return (Path(self.settings.home) / "serving" / RELOAD_TOKEN).stat().st_mtime
@@ -196,7 +192,7 @@ class StateHolder:
     def _run(self) -> None:
         self._token_mtime = self._token()
         last_check = 0.0
-        while not self._stop.is_set():
+        while True:
             if self.state is None:
                 try:
                     self.load()
@@ -205,7 +201,7 @@ class StateHolder:
                     if message != self.last_error:
                         log.error("not ready: %s", message)
                     self.last_error = message
-                    self._stop.wait(2.0)
+                    time.sleep(2.0)
                 continue
             token = self._token()
             due = self.settings.reload_seconds > 0 and time.monotonic() - last_check >= self.settings.reload_seconds
@@ -217,4 +213,4 @@ class StateHolder:
                 except Exception as exc:  # noqa: BLE001 - keep serving what is loaded
                     log.error("reload check failed, still serving the loaded state: %s: %s",
                               type(exc).__name__, exc)
-            self._stop.wait(0.5)
+            time.sleep(0.5)

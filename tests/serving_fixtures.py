@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 AS_OF = "2025-07-01"
 API_KEY = "test-api-key-0123456789abcdef"
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
+#: tiny training budgets on the synthetic dataset: tests check behaviour, not quality
 SMALL_TRAIN = """
 train:
   origins: {step_days: 28, min_history_days: 60, max_train_origins: 2}

@@ -23,15 +23,7 @@ from sources.dataset import resolve_dataset
 from sources.synth import generate
 from training.config import TASKS
 
-REPO = Path(__file__).resolve().parents[1]
-AS_OF = "2025-07-01"
-SMALL_TRAIN = """
-train:
-  origins: {step_days: 28, min_history_days: 60, max_train_origins: 2}
-  search: {max_rounds: 60, early_stopping_rounds: 10}
-  budget: {trials: 2, timeout_seconds: 60}
-  seed: 7
-"""
+from tests.serving_fixtures import AS_OF, REPO, SMALL_TRAIN
 
 
 @pytest.fixture(scope="module")

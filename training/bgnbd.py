@@ -106,14 +106,6 @@ def rfm_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------- the model's formulas
-def _bgnbd_fitter(params: dict[str, float]):
-    from lifetimes import BetaGeoFitter
-
-    fitter = BetaGeoFitter()
-    fitter.params_ = pd.Series(params, dtype="float64")[["r", "alpha", "a", "b"]]
-    return fitter
-
-
 def bgnbd_predictions(params: dict[str, float], frequency: np.ndarray, recency: np.ndarray, T: np.ndarray,
                       t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """P(alive), expected repeat purchases in (T, T + t] and P(at least one), given history.
