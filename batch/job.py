@@ -17,7 +17,8 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -55,8 +56,8 @@ def output_dir(root: Path, as_of: date) -> Path:
     return root / f"as_of={as_of.isoformat()}"
 
 
-def previous_scores(root: Path, as_of: date) -> tuple[date | None, pd.DataFrame | None]:
-    """The latest scored as_of before ``as_of`` and its scores (segment migration reads it)."""
+def previous_scores_day(root: Path, as_of: date) -> date | None:
+    """The latest as_of before ``as_of`` with scores in ``root`` (segment migration starts there)."""
     days = []
     for d in root.glob("as_of=*"):
         try:
@@ -65,9 +66,14 @@ def previous_scores(root: Path, as_of: date) -> tuple[date | None, pd.DataFrame 
             continue
         if day < as_of and (d / "scores.parquet").exists():
             days.append(day)
-    if not days:
+    return max(days) if days else None
+
+
+def previous_scores(root: Path, as_of: date) -> tuple[date | None, pd.DataFrame | None]:
+    """The latest scored as_of before ``as_of`` and its scores (segment migration reads it)."""
+    day = previous_scores_day(root, as_of)
+    if day is None:
         return None, None
-    day = max(days)
     return day, pd.read_parquet(output_dir(root, day) / "scores.parquet", columns=["customer_id", "rfm_segment"])
 
 
@@ -75,47 +81,74 @@ def reconcile(snapshot: pd.DataFrame, scores: pd.DataFrame) -> None:
     """Every customer of the snapshot scored exactly once, or ``ReconciliationError``."""
     ids_in = snapshot["customer_id"].astype(str)
     ids_out = scores["customer_id"].astype(str)
-    dupes = int(ids_out.duplicated().sum())
-    missing = int((~ids_in.isin(ids_out)).sum())
-    extra = int((~ids_out.isin(ids_in)).sum())
-    if dupes or missing or extra or len(ids_in) != len(ids_out):
-        raise ReconciliationError(f"reconciliation failed: {len(ids_in)} customers in, {len(ids_out)} scored "
+    check_reconciliation(n_in=len(ids_in), n_out=len(ids_out), missing=int((~ids_in.isin(ids_out)).sum()),
+                         extra=int((~ids_out.isin(ids_in)).sum()), dupes=int(ids_out.duplicated().sum()))
+
+
+def check_reconciliation(*, n_in: int, n_out: int, missing: int, extra: int, dupes: int) -> None:
+    """The counts any engine computes, checked in one place."""
+    if dupes or missing or extra or n_in != n_out:
+        raise ReconciliationError(f"reconciliation failed: {n_in} customers in, {n_out} scored "
                                   f"({missing} missing, {extra} unexpected, {dupes} scored twice); "
                                   "the previous output is left in place")
 
 
-def _sha256(path: Path) -> str:
+def _parquet_parts(path: Path) -> list[Path]:
+    """A Parquet output is one file (pandas) or a directory of part files (Spark)."""
+    return sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+
+
+def describe_file(path: Path) -> dict:
+    """Rows (from the Parquet footers) and a SHA-256 over the bytes of every part, in name order."""
+    import pyarrow.parquet as pq
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    rows = 0
+    for part in _parquet_parts(path):
+        rows += pq.ParquetFile(part).metadata.num_rows
+        with open(part, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return {"rows": int(rows), "sha256": h.hexdigest()}
+
+
+@contextmanager
+def staged_output(root: Path, as_of: date, *, before_swap: Callable[[Path], None] | None = None
+                  ) -> Iterator[Path]:
+    """A staging directory beside the output; swapped in atomically when the block ends
+    without an error, removed otherwise. Write the data files and ``manifest.json`` into it."""
+    from cvm.engines import replace_directory
+
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f"{STAGING_PREFIX}{as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        yield staging
+        if before_swap is not None:
+            before_swap(staging)
+        replace_directory(staging, output_dir(root, as_of))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_manifest(staging: Path, manifest: dict) -> dict:
+    """Complete the manifest with the row count and checksum of every data file and write it."""
+    manifest = {**manifest, "files": {name: describe_file(staging / name) for name in DATA_FILES}}
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    return manifest
 
 
 def write_outputs(root: Path, as_of: date, outputs: BatchOutputs, migration: pd.DataFrame, manifest: dict,
                   *, before_swap: Callable[[Path], None] | None = None) -> Path:
     """Write into a staging directory, then swap it in atomically. Returns the final path."""
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f"{STAGING_PREFIX}{as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    with staged_output(root, as_of, before_swap=before_swap) as staging:
         tables = {"scores.parquet": outputs.scores, "cross_sell.parquet": outputs.cross_sell,
                   "offers.parquet": outputs.offers, "segment_migration.parquet": migration}
         for name, table in tables.items():
             table.to_parquet(staging / name, index=False)
-        manifest = {**manifest, "files": {name: {"rows": int(len(tables[name])), "sha256": _sha256(staging / name)}
-                                          for name in DATA_FILES}}
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-        if before_swap is not None:
-            before_swap(staging)
-        from cvm.engines import replace_directory
-
-        final = output_dir(root, as_of)
-        replace_directory(staging, final)
-        return final
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        write_manifest(staging, manifest)
+    return output_dir(root, as_of)
 
 
 def clean_abandoned(root: Path) -> int:
@@ -129,11 +162,32 @@ def clean_abandoned(root: Path) -> int:
     return n
 
 
+def base_manifest(as_of: date, champions: dict, missing_tasks: list[str], snapshot_info: dict, catalog,
+                  previous_as_of: date | None, *, rows_in: int, scored: int, cross_sell_pairs: int, offers: int,
+                  timings: dict, engine: str) -> dict:
+    return {
+        "format": 1,
+        "as_of": as_of.isoformat(),
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "engine": engine,
+        "models": {t: {"name": c.name, "version": c.version, "source": c.source} for t, c in champions.items()},
+        "missing_tasks": missing_tasks,
+        "snapshot": snapshot_info,
+        "catalog_version": getattr(catalog, "version", None),
+        "previous_as_of": previous_as_of.isoformat() if previous_as_of else None,
+        "rows": {"in": int(rows_in), "scored": int(scored),
+                 "quarantined": int(snapshot_info.get("rows_quarantined", 0)),
+                 "cross_sell_pairs": int(cross_sell_pairs), "offers": int(offers)},
+        "timings": timings,
+    }
+
+
 def run_scoring(snapshot: pd.DataFrame, snapshot_info: dict, champions: dict, catalog, contacts, as_of: date,
                 root: Path, *, k: int = 3, progress: Callable[[int], None] | None = None,
-                before_swap: Callable[[Path], None] | None = None) -> BatchResult:
-    """Score, reconcile, write atomically. Pure of any registry or engine access."""
-    timings: dict[str, float] = {}
+                before_swap: Callable[[Path], None] | None = None, timings: dict | None = None) -> BatchResult:
+    """Score, reconcile, write atomically. Pure of any registry or engine access.
+    ``timings`` (seconds of earlier steps, e.g. the feature build) go into the manifest."""
+    timings = dict(timings or {})
     t0 = time.perf_counter()
     removed = clean_abandoned(root) if root.exists() else 0
     if removed:
@@ -143,19 +197,8 @@ def run_scoring(snapshot: pd.DataFrame, snapshot_info: dict, champions: dict, ca
     reconcile(snapshot, outputs.scores)
     prev_day, prev = previous_scores(root, as_of)
     migration = segment_migration(prev, outputs.scores)
-    manifest = {
-        "format": 1,
-        "as_of": as_of.isoformat(),
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "models": {t: {"name": c.name, "version": c.version, "source": c.source} for t, c in champions.items()},
-        "missing_tasks": outputs.missing_tasks,
-        "snapshot": snapshot_info,
-        "catalog_version": getattr(catalog, "version", None),
-        "previous_as_of": prev_day.isoformat() if prev_day else None,
-        "rows": {"in": int(len(snapshot)), "scored": int(len(outputs.scores)),
-                 "quarantined": int(snapshot_info.get("rows_quarantined", 0)),
-                 "cross_sell_pairs": int(len(outputs.cross_sell)), "offers": int(len(outputs.offers))},
-    }
-    manifest["timings"] = timings
+    manifest = base_manifest(as_of, champions, outputs.missing_tasks, snapshot_info, catalog, prev_day,
+                             rows_in=len(snapshot), scored=len(outputs.scores), cross_sell_pairs=len(outputs.cross_sell),
+                             offers=len(outputs.offers), timings=timings, engine="duckdb")
     final = write_outputs(root, as_of, outputs, migration, manifest, before_swap=before_swap)
     return BatchResult(final, json.loads((final / "manifest.json").read_text()), outputs)

@@ -47,7 +47,7 @@ def score_snapshot(frame: pd.DataFrame, champions: Mapping[str, Champion], catal
     """
     if frame["customer_id"].duplicated().any():
         raise ValueError("the snapshot has duplicate customer_id values: one row per customer is required")
-    missing = [t for t in TASKS if t not in champions]
+    missing = missing_tasks(champions)
     xs_model = champions.get("cross-sell")
     categories = list(xs_model.model.categories) if xs_model is not None else []
     if catalog is not None:
@@ -59,7 +59,7 @@ def score_snapshot(frame: pd.DataFrame, champions: Mapping[str, Champion], catal
     score_parts, xs_parts, offer_parts = [], [], []
     for start in range(0, len(frame), chunk_rows):
         chunk = frame.iloc[start:start + chunk_rows]
-        s, x, o = _score_chunk(chunk, champions, categories, catalog, spend, contacts, k)
+        s, x, o = score_chunk(chunk, champions, categories, catalog, spend, contacts, k)
         score_parts.append(s)
         xs_parts.append(x)
         offer_parts.append(o)
@@ -76,13 +76,20 @@ def score_snapshot(frame: pd.DataFrame, champions: Mapping[str, Champion], catal
     return BatchOutputs(scores, cross_sell, offers, missing)
 
 
+def missing_tasks(champions: Mapping[str, Champion]) -> list[str]:
+    """Tasks without a champion: their columns are left null."""
+    return [t for t in TASKS if t not in champions]
+
+
 def _empty_scores() -> pd.DataFrame:
     return pd.DataFrame({c: [] for c in SCORE_COLUMNS if c != "as_of"})
 
 
-def _score_chunk(chunk: pd.DataFrame, champions: Mapping[str, Champion], categories: list[str],
-                 catalog: Catalog | None, spend: CategorySpend, contacts: ContactHistory | None, k: int
-                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def score_chunk(chunk: pd.DataFrame, champions: Mapping[str, Champion], categories: list[str],
+                catalog: Catalog | None, spend: CategorySpend, contacts: ContactHistory | None, k: int
+                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Snapshot rows in; their scores, eligible cross-sell pairs and top ``k`` offers out
+    (the embedded job calls it per chunk, the Spark job per Arrow batch)."""
     n = len(chunk)
     block = block_from_frame(chunk)
     ids = chunk["customer_id"].astype(str).to_numpy(dtype=object)

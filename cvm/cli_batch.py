@@ -34,6 +34,10 @@ def score_batch(
     catalog: Annotated[Optional[Path], typer.Option("--catalog", help="Offer catalog YAML (default "
                                                     "serving/catalogs/<dataset>.yaml).")] = None,
     k: Annotated[int, typer.Option("--k", min=1, max=20, help="Offers kept per customer.")] = 3,
+    engine: Annotated[str, typer.Option("--engine", help="duckdb (embedded, default) or spark: features and "
+                                        "scoring on Spark (pandas UDFs over the same boosters).")] = "duckdb",
+    spark_master: Annotated[Optional[str], typer.Option("--spark-master", help="Spark master URL for --engine "
+                                                        "spark (default local[*]).")] = None,
     publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the snapshot to the online "
                                           "store for the service after a successful run.")] = True,
     home: Annotated[Optional[Path], typer.Option("--home", help="State directory; default $CVM_HOME or "
@@ -54,8 +58,14 @@ def score_batch(
     except ValueError:
         err.print(f"[red]error:[/red] --as-of {as_of!r} is not a date (YYYY-MM-DD)")
         raise typer.Exit(2) from None
+    if engine not in ("duckdb", "spark"):
+        err.print(f"[red]error:[/red] --engine {engine!r}: choose duckdb or spark")
+        raise typer.Exit(2)
+    if spark_master and engine != "spark":
+        err.print("[red]error:[/red] --spark-master needs --engine spark")
+        raise typer.Exit(2)
     try:
-        code = _run(day, dataset, out, config, catalog, k, publish, home)
+        code = _run(day, dataset, out, config, catalog, k, publish, home, engine, spark_master)
     except BatchError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(exc.exit_code) from None
@@ -63,7 +73,7 @@ def score_batch(
 
 
 def _run(day: date, dataset: str, out: Optional[Path], config: Optional[Path], catalog_path: Optional[Path], k: int,
-         publish: bool, home: Optional[Path]) -> int:
+         publish: bool, home: Optional[Path], engine: str = "duckdb", spark_master: Optional[str] = None) -> int:
     import pandas as pd
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -90,7 +100,7 @@ def _run(day: date, dataset: str, out: Optional[Path], config: Optional[Path], c
         console.print(f"reusing the feature snapshot {snap_dir}")
     else:
         try:
-            build_and_maybe_publish(dataset, day.isoformat(), config=config, home=home)
+            build_and_maybe_publish(dataset, day.isoformat(), engine, spark_master, config=config, home=home)
         except (UserError, DatasetError) as exc:
             err.print(f"[red]error:[/red] {exc}")
             return 2
@@ -113,19 +123,29 @@ def _run(day: date, dataset: str, out: Optional[Path], config: Optional[Path], c
             return 2
     else:
         err.print(f"[yellow]no offer catalog at {path}: offers are left empty[/yellow]")
-    snapshot = pd.read_parquet(snap_dir)
     meta = read_metadata(snap_dir.parent, day)
     quarantined = sum(int(t.get("rows_quarantined", 0)) for t in (meta.get("sources") or {}).values()
                       if isinstance(t, dict))
-    info = {"path": str(snap_dir), "rows": int(len(snapshot)), "feature_set_fingerprint": meta.get("fingerprint"), "built_at": meta.get("built_at"),
-            "rows_quarantined": quarantined}
-    contacts = load_contacts(h, dataset, day)
+    info = {"path": str(snap_dir), "rows": _parquet_rows(snap_dir), "feature_set_fingerprint": meta.get("fingerprint"),
+            "built_at": meta.get("built_at"), "rows_quarantined": quarantined}
+    contacts = load_contacts(h, dataset, day, engine, spark_master)
     root = out or h.batch(ds.name)
-    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
-                  transient=True, disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task("scoring", total=len(snapshot))
-        result = run_scoring(snapshot, info, champions, catalog, contacts, day, root, k=k,
-                             progress=lambda n: bar.advance(task, n))
+    timings = {"features_seconds": round(t_features, 3)}
+    if engine == "spark":
+        from batch.spark_job import run_scoring_spark
+        from cvm.engines import open_engine
+
+        session = open_engine("spark", spark_master=spark_master).session
+        with err.status(f"scoring {info['rows']:,} customers on Spark ({session.sparkContext.master})"):
+            result = run_scoring_spark(session, snap_dir, info, champions, catalog, contacts, day, root, k=k,
+                                       timings=timings)
+    else:
+        snapshot = pd.read_parquet(snap_dir)
+        with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                      transient=True, disable=not sys.stderr.isatty()) as bar:
+            task = bar.add_task("scoring", total=len(snapshot))
+            result = run_scoring(snapshot, info, champions, catalog, contacts, day, root, k=k,
+                                 progress=lambda n: bar.advance(task, n), timings=timings)
     if publish:
         _publish(h, ds.name, snap_dir, day)
     m = result.manifest
@@ -135,3 +155,9 @@ def _run(day: date, dataset: str, out: Optional[Path], config: Optional[Path], c
                   f"({m['rows']['cross_sell_pairs']:,} cross-sell pairs, {m['rows']['offers']:,} offers) "
                   f"in {time.perf_counter() - t0:.1f} s (features {t_features:.1f} s); output {result.out_dir}")
     return 0
+
+
+def _parquet_rows(directory: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(directory.glob("*.parquet"))))

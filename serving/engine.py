@@ -293,7 +293,8 @@ def recommend(state: ServingState, customer_id: str, k: int = 3, channel: str | 
     return answer
 
 
-def load_contacts(home, dataset_spec: str, as_of: date) -> ContactHistory | None:
+def load_contacts(home, dataset_spec: str, as_of: date, engine: str = "duckdb",
+                  spark_master: str | None = None) -> ContactHistory | None:
     """The dataset's contact history before ``as_of`` (golden customer ids), or None."""
     from cvm.engines import open_engine
     from features.pipeline import linked_tables
@@ -304,9 +305,9 @@ def load_contacts(home, dataset_spec: str, as_of: date) -> ContactHistory | None
     ds = resolve_dataset(dataset_spec, home)
     if not ds.has("contacts"):
         return None
-    engine = open_engine("duckdb", temp_dir=home.tmp(ensure=True))
+    eng = open_engine(engine, spark_master=spark_master, temp_dir=home.tmp(ensure=True))
     tables = ("contacts", "identities") if ds.has("identities") else ("contacts",)
-    sources = before(load_sources(ds, engine, tables=tables), as_of)
+    sources = before(load_sources(ds, eng, tables=tables), as_of)
     linked, _ = linked_tables(sources, as_of)
-    frame = engine.execute(linked["contacts"].select("customer_id", "campaign_id", "timestamp"))
+    frame = eng.execute(linked["contacts"].select("customer_id", "campaign_id", "timestamp"))
     return ContactHistory.from_frame(frame, as_of)

@@ -145,6 +145,38 @@ def test_contact_history_caps_and_cooldowns():
     assert arbitrate(scores(), cat, CategorySpend({"A": 20.0}), none)["eligible"][1, 1]
 
 
+def test_contact_state_equals_a_count_by_hand_per_customer():
+    """The vectorised lookup against a plain per-customer count on a random contact table,
+    with two caps, offers sharing campaigns, an offer cap, unknown and repeated ids."""
+    rng = np.random.default_rng(7)
+    d = base()
+    d["contact_policy"]["caps"] = [{"max_contacts": 2, "window_days": 30}, {"max_contacts": 5, "window_days": 90}]
+    d["offers"][1]["campaign_ids"] = ["C1", "C2"]
+    d["offers"][1]["cap"] = {"max_contacts": 1, "window_days": 45}
+    cat = parse_catalog(d)
+    as_of = date(2024, 6, 1)
+    n = 400
+    contacts = pd.DataFrame({
+        "customer_id": rng.integers(0, 60, n).astype(str),
+        "campaign_id": rng.choice(["C1", "C2", "C3"], n),
+        "timestamp": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 200 * 24, n), unit="h"),
+    })
+    ids = [str(i) for i in range(70)] + ["5", "x"]
+    state = ContactHistory.from_frame(contacts, as_of).state(ids, cat)
+    past = contacts[contacts["timestamp"] < pd.Timestamp(as_of)]
+    age = (pd.Timestamp(as_of) - past["timestamp"].dt.normalize()).dt.days
+    offer_campaigns = [set(o.campaign_ids) for o in cat.offers]
+    for i, cid in enumerate(ids):
+        mine = past["customer_id"] == cid
+        assert state.total[i].tolist() == [int((age[mine] <= 30).sum()), int((age[mine] <= 90).sum())]
+        for j, campaigns in enumerate(offer_campaigns):
+            hit = mine & past["campaign_id"].isin(campaigns)
+            last = int(age[hit].min()) if hit.any() else np.iinfo("int64").max
+            window = cat.offers[j].cap.window_days if cat.offers[j].cap else 0
+            assert state.offer_last[i, j] == last, (cid, j)
+            assert state.offer_count[i, j] == (int((age[hit] <= window).sum()) if window else 0), (cid, j)
+
+
 def test_cold_start_customers_and_known_only_offers():
     d = base()
     d["offers"][1]["eligibility"]["known_customers_only"] = True

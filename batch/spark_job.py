@@ -1,0 +1,182 @@
+"""The nightly batch on Apache Spark: the same scoring, spread over executors.
+
+The snapshot is read by Spark; ``mapInPandas`` hands each executor Arrow batches of it,
+and every batch goes through the very function the embedded job uses
+(``batch.score.score_chunk``: the LightGBM boosters over float32 matrices, the BG/NBD
+formulas, the next-best-offer engine). The champions, the catalog, the contact history
+and the population's category spend are broadcast once. One pass yields the scores, the
+cross-sell pairs and the offers as one tagged table, cached and written as three Parquet
+outputs; reconciliation and segment migration are Spark aggregations. Output files are
+directories of part files (Spark's convention), in the same staging directory swapped in
+atomically as the embedded job's.
+
+On a cluster the output root must be a filesystem the driver can rename in (it is
+written by the executors and swapped by the driver), and the executors need this package
+installed (the same wheel as the driver).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from batch.job import (BatchResult, base_manifest, check_reconciliation, clean_abandoned, output_dir, previous_scores_day,
+                       staged_output, write_manifest)
+from batch.score import SCORE_COLUMNS, missing_tasks, score_chunk
+from features.definitions import slug
+from serving.catalog import Catalog
+from serving.engine import MONETARY_WINDOW_DAYS, Champion
+from serving.nbo import OFFER_COLUMNS, CategorySpend, ContactHistory
+
+#: rows per Arrow batch handed to the scoring function (bigger batches, fewer booster calls)
+ARROW_BATCH_ROWS = 50_000
+
+_STRING = ("kind", "customer_id", "rfm_segment", "best_offer_id", "category", "offer_id", "name", "type", "channel")
+_DOUBLE = ("churn_probability", "next_purchase_probability", "expected_orders", "clv", "best_offer_expected_value",
+           "probability", "propensity", "value", "expected_value")
+_LONG = ("rank",)
+#: the tagged table one pass produces: kind = scores | cross_sell | offers
+TAGGED_COLUMNS = ("kind", "customer_id", "rfm_segment", "churn_probability", "next_purchase_probability",
+                  "expected_orders", "clv", "best_offer_id", "best_offer_expected_value", "category", "probability",
+                  "rank", "offer_id", "name", "type", "channel", "propensity", "value", "expected_value")
+
+
+def _tagged_schema():
+    from pyspark.sql import types as T
+
+    def field(c: str):
+        kind = T.StringType() if c in _STRING else T.LongType() if c in _LONG else T.DoubleType()
+        return T.StructField(c, kind, True)
+
+    return T.StructType([field(c) for c in TAGGED_COLUMNS])
+
+
+def tag(scores: pd.DataFrame, cross_sell: pd.DataFrame, offers: pd.DataFrame) -> pd.DataFrame:
+    """The three outputs of one chunk as one table with a ``kind`` column (``TAGGED_COLUMNS``)."""
+    parts = [frame.assign(kind=kind) for kind, frame in (("scores", scores), ("cross_sell", cross_sell),
+                                                          ("offers", offers)) if len(frame)]
+    if not parts:
+        return pd.DataFrame({c: pd.Series([], dtype=_dtype(c)) for c in TAGGED_COLUMNS})
+    out = pd.concat(parts, ignore_index=True).reindex(columns=list(TAGGED_COLUMNS))
+    return out.astype({c: _dtype(c) for c in TAGGED_COLUMNS})
+
+
+def _dtype(column: str) -> str:
+    return "object" if column in _STRING else "float64" if column in _DOUBLE else "Int64"
+
+
+def category_spend_spark(df, categories: list[str], window_days: int, horizon_days: int) -> CategorySpend:
+    """``CategorySpend.from_snapshot`` as one Spark aggregation: the mean spend of the
+    customers who bought each category in the window, scaled to the horizon."""
+    from pyspark.sql import functions as F
+
+    if not categories:
+        return CategorySpend({})
+    aggs = []
+    for i, c in enumerate(categories):
+        spend = F.col(f"spend_share_{slug(c)}").cast("double") * F.col("monetary").cast("double")
+        aggs.append(F.avg(F.when((spend > 0) & ~F.isnan(spend), spend)).alias(f"c{i}"))
+    row = df.agg(*aggs).first()
+    return CategorySpend({c: float(row[f"c{i}"] * horizon_days / window_days) if row[f"c{i}"] is not None else 0.0
+                          for i, c in enumerate(categories)})
+
+
+def score_dataframe(df, champions: Mapping[str, Champion], catalog: Catalog | None,
+                    contacts: ContactHistory | None, *, k: int, window_days: int = MONETARY_WINDOW_DAYS):
+    """The tagged output of every snapshot row, as a (lazy) Spark DataFrame."""
+    session = df.sparkSession
+    xs = champions.get("cross-sell")
+    categories = list(xs.model.categories) if xs is not None else []
+    if catalog is not None:
+        catalog.check_categories(categories, "offer catalog")
+    spend = (category_spend_spark(df, categories, window_days, catalog.horizon_days)
+             if catalog is not None and categories else CategorySpend({}))
+    shared = session.sparkContext.broadcast((dict(champions), catalog, contacts, spend, categories, k))
+
+    def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        champs, cat, hist, sp, cats, top_k = shared.value
+        for batch in batches:
+            if len(batch):
+                yield tag(*score_chunk(batch, champs, cats, cat, sp, hist, top_k))
+
+    session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_ROWS))
+    return df.mapInPandas(score_batches, schema=_tagged_schema())
+
+
+def run_scoring_spark(session, snapshot_dir: Path, snapshot_info: dict, champions: Mapping[str, Champion],
+                      catalog: Catalog | None, contacts: ContactHistory | None, as_of: date, root: Path, *,
+                      k: int = 3, before_swap: Callable[[Path], None] | None = None,
+                      timings: dict | None = None) -> BatchResult:
+    """Score the snapshot on Spark, reconcile, write the outputs aside and swap them in."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    timings = dict(timings or {})
+    t0 = time.perf_counter()
+    if root.exists():
+        clean_abandoned(root)
+    snapshot = session.read.parquet(str(snapshot_dir))
+    tagged = score_dataframe(snapshot, champions, catalog, contacts, k=k).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        scores = (tagged.where(F.col("kind") == "scores").withColumn("as_of", F.lit(as_of))
+                  .select(*SCORE_COLUMNS))
+        cross_sell = tagged.where(F.col("kind") == "cross_sell").select("customer_id", "category", "probability")
+        offers = (tagged.where(F.col("kind") == "offers").withColumn("as_of", F.lit(as_of))
+                  .select("customer_id", "as_of", *[c for c in OFFER_COLUMNS if c != "customer_id"]))
+        counts = _reconcile(snapshot, scores)
+        timings["score_seconds"] = round(time.perf_counter() - t0, 3)
+        prev_day = previous_scores_day(root, as_of)
+        migration = _migration(session, root, prev_day, scores)
+        with staged_output(root, as_of, before_swap=before_swap) as staging:
+            for name, frame in (("scores.parquet", scores), ("cross_sell.parquet", cross_sell),
+                                ("offers.parquet", offers), ("segment_migration.parquet", migration.coalesce(1))):
+                _write(frame, staging / name)
+            manifest = base_manifest(as_of, dict(champions), missing_tasks(champions), snapshot_info, catalog,
+                                     prev_day, rows_in=counts["in"], scored=counts["scored"],
+                                     cross_sell_pairs=cross_sell.count(), offers=offers.count(),
+                                     timings=timings, engine="spark")
+            manifest = write_manifest(staging, manifest)
+    finally:
+        tagged.unpersist()
+    return BatchResult(output_dir(root, as_of), manifest, None)
+
+
+def _reconcile(snapshot, scores) -> dict:
+    """Every snapshot customer scored exactly once, counted by Spark."""
+    from pyspark.sql import functions as F
+
+    ids_in = snapshot.select(F.col("customer_id").cast("string").alias("customer_id"))
+    ids_out = scores.select("customer_id")
+    n_in, n_out = ids_in.count(), ids_out.count()
+    distinct_out = ids_out.distinct().count()
+    missing = ids_in.join(ids_out, "customer_id", "left_anti").count()
+    extra = ids_out.join(ids_in, "customer_id", "left_anti").count()
+    check_reconciliation(n_in=n_in, n_out=n_out, missing=missing, extra=extra, dupes=n_out - distinct_out)
+    return {"in": n_in, "scored": n_out}
+
+
+def _migration(session, root: Path, prev_day: date | None, scores):
+    """``batch.score.segment_migration`` as a Spark aggregation."""
+    from pyspark.sql import functions as F
+
+    now = scores.select("customer_id", F.col("rfm_segment").alias("to_segment"))
+    if prev_day is None:
+        before = session.createDataFrame([], "customer_id string, from_segment string")
+    else:
+        before = (session.read.parquet(str(output_dir(root, prev_day) / "scores.parquet"))
+                  .select(F.col("customer_id").cast("string"), F.col("rfm_segment").alias("from_segment")))
+    both = before.join(now, "customer_id", "full_outer").fillna("(none)", subset=["from_segment", "to_segment"])
+    return (both.groupBy("from_segment", "to_segment").agg(F.count(F.lit(1)).cast("long").alias("customers"))
+            .orderBy("from_segment", "to_segment"))
+
+
+def _write(frame, path: Path) -> None:
+    frame.write.option("compression", "snappy").parquet(str(path))
+    for extra in path.iterdir():  # Spark's bookkeeping files (_SUCCESS, .crc)
+        if extra.name.startswith(("_", ".")):
+            extra.unlink()
+
