@@ -74,8 +74,10 @@ class ContactHistory:
         c["customer_id"] = c["customer_id"].astype(str)
         c = c.sort_values(["customer_id", "_ts"], kind="stable")
         ages = (cut.normalize() - c["_ts"].dt.normalize()).dt.days.to_numpy(dtype="int64")
-        return cls(as_of, c["customer_id"].astype(str).to_numpy(dtype=object), ages,
-                   c["campaign_id"].astype(str).to_numpy(dtype=object))
+        history = cls(as_of, c["customer_id"].astype(str).to_numpy(dtype=object), ages,
+                      c["campaign_id"].astype(str).to_numpy(dtype=object))
+        history._spans()  # built here, not by the first concurrent request
+        return history
 
     def __len__(self) -> int:
         return len(self._ages)
