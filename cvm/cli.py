@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -22,6 +22,7 @@ from rich.table import Table
 
 from cvm.cli_models import models_app  # light: MLflow is imported inside its commands
 from cvm.cli_batch import score_batch  # light: the batch modules are imported inside the command
+from cvm.cli_report import report  # light: plotly and the report modules are imported inside it
 from cvm.cli_serve import bento, nbo_app, serve  # light: BentoML is imported inside its commands
 
 app = typer.Typer(
@@ -42,6 +43,7 @@ app.add_typer(nbo_app, name="nbo")
 app.command()(serve)
 app.command()(bento)
 app.command("score-batch")(score_batch)
+app.command()(report)
 
 console = Console(stderr=False)
 err = Console(stderr=True)
@@ -605,10 +607,26 @@ def demo(
         print_nbo_table(evaluate_and_log("completejourney", date.fromisoformat(as_of), None, 28, 0, home),
                         "completejourney", as_of, 28)
         demo_service(_home(home).root, "completejourney", first)
+        console.rule("[bold]4. The nightly batch (four weeks apart, for segment migration) and the CVM report")
+        from cvm.cli_batch import _run as run_batch
+        from cvm.cli_report import write_report
+
+        day = date.fromisoformat(as_of)
+        for batch_day, publish in ((day - timedelta(days=28), False), (day, True)):
+            code = run_batch(batch_day, "completejourney", None, config if config.exists() else None, None, 3,
+                             publish, home)
+            if code:
+                raise UserError(f"cvm score-batch --as-of {batch_day} failed (exit {code})")
+        h = _home(home)
+        report_path = h.root / "reports" / f"completejourney-{as_of}.html"
+        inputs, size = write_report(h, "completejourney", day,
+                                    h.batch("completejourney") / f"as_of={as_of}", report_path)
+        console.print(f"CVM report: {report_path} ({size / 1e6:.1f} MB, {len(inputs.cards)} model cards); "
+                      "open it in a browser (works offline)")
         if synthetic_customers:
             from sources.synth import generate
 
-            console.rule(f"[bold]4. Synthetic data, {synthetic_customers:,} persons with messy identities")
+            console.rule(f"[bold]5. Synthetic data, {synthetic_customers:,} persons with messy identities")
             out = _home(home).datasets(ensure=True) / "synthetic-demo"
             with err.status("generating"):
                 generate(out, synthetic_customers, seed=0)

@@ -355,6 +355,13 @@ def _log_artifacts(task, model: TaskModel, data: TrainingData, base: Baselines, 
             figs["calibration.png"] = plots.calibration_plot(y, {"raw": raw, "calibrated": pred})
         else:
             figs["gains.png"] = plots.gains_plot(y, {"lightgbm": pred, **base.values})
+        # the test set's outcomes and every model's scores: the report draws its model cards from them
+        preds = {"y": np.asarray(y, dtype="float64"), "lightgbm": np.asarray(pred, dtype="float64")}
+        for name, values in (base.values if task == "clv" else base.scores).items():
+            preds[f"baseline:{name}"] = np.asarray(values, dtype="float64")
+        if task != "clv":
+            preds["raw"] = np.asarray(raw, dtype="float64")
+        pd.DataFrame(preds).to_parquet(out / "test_predictions.parquet", index=False)
         importance = pd.DataFrame({"feature": model.features,
                                    "gain": model.booster.feature_importance(importance_type="gain")})
         importance.sort_values("gain", ascending=False).to_csv(out / "feature_importance.csv", index=False)
