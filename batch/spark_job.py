@@ -119,7 +119,7 @@ def run_scoring_spark(session, snapshot_dir: Path, snapshot_info: dict, champion
     t0 = time.perf_counter()
     if root.exists():
         clean_abandoned(root)
-    snapshot = session.read.parquet(str(snapshot_dir))
+    snapshot = session.read.parquet(str(snapshot_dir.resolve()))
     tagged = score_dataframe(snapshot, champions, catalog, contacts, k=k).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         scores = (tagged.where(F.col("kind") == "scores").withColumn("as_of", F.lit(as_of))
@@ -167,7 +167,7 @@ def _migration(session, root: Path, prev_day: date | None, scores):
     if prev_day is None:
         before = session.createDataFrame([], "customer_id string, from_segment string")
     else:
-        before = (session.read.parquet(str(output_dir(root, prev_day) / "scores.parquet"))
+        before = (session.read.parquet(str((output_dir(root, prev_day) / "scores.parquet").resolve()))
                   .select(F.col("customer_id").cast("string"), F.col("rfm_segment").alias("from_segment")))
     both = before.join(now, "customer_id", "full_outer").fillna("(none)", subset=["from_segment", "to_segment"])
     return (both.groupBy("from_segment", "to_segment").agg(F.count(F.lit(1)).cast("long").alias("customers"))
@@ -175,7 +175,8 @@ def _migration(session, root: Path, prev_day: date | None, scores):
 
 
 def _write(frame, path: Path) -> None:
-    frame.write.option("compression", "snappy").parquet(str(path))
+    # absolute: the JVM resolves relative paths against its own working directory
+    frame.write.option("compression", "snappy").parquet(str(path.resolve()))
     for extra in path.iterdir():  # Spark's bookkeeping files (_SUCCESS, .crc)
         if extra.name.startswith(("_", ".")):
             extra.unlink()

@@ -129,7 +129,8 @@ class SparkEngine:
         self.con = ibis.pyspark.connect(self.session)
 
     def read(self, files: list[Path], fmt: FileFormat) -> ibis.Table:
-        paths = [str(p) for p in files]
+        # absolute: the JVM resolves relative paths against its own working directory
+        paths = [str(Path(p).resolve()) for p in files]
         if fmt == "parquet":
             df = self.session.read.parquet(*paths)
         else:
@@ -157,7 +158,7 @@ class SparkEngine:
         if directory.exists():
             raise FileExistsError(directory)
         df = self.session.sql(self.con.compile(expr))
-        df.write.option("compression", "zstd").parquet(str(directory))
+        df.write.option("compression", "zstd").parquet(str(directory.resolve()))
         # Spark leaves bookkeeping files next to the data; readers only want Parquet.
         for extra in directory.iterdir():
             if extra.name.startswith(("_", ".")):
