@@ -59,6 +59,27 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def _documented_400(messages: list[dict]) -> list[dict]:
+    """BentoML answers an invalid request body with ``detail`` as a list of pydantic errors
+    while its OpenAPI document says ``detail`` is a string: make ``detail`` the readable
+    string (``customer_ids: Field required``) and keep the list under ``errors``."""
+    start, body = messages[0], b"".join(m.get("body", b"") for m in messages[1:])
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("detail"), list):
+        return [start, {"type": "http.response.body", "body": body, "more_body": False}]
+    errors = data["detail"]
+    data["detail"] = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())) or 'body'}: {e.get('msg', '')}"
+                               for e in errors if isinstance(e, dict))
+    data["errors"] = errors
+    new = json.dumps(data).encode()
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(new)).encode()))
+    return [{**start, "headers": headers}, {"type": "http.response.body", "body": new, "more_body": False}]
+
+
 class GuardMiddleware:
     def __init__(self, app, *, api_keys: Sequence[str] = (), admin_keys: Sequence[str] = (),
                  no_auth: bool = False, max_body_bytes: int = 1 << 20):
@@ -88,12 +109,24 @@ class GuardMiddleware:
             started = time.perf_counter()
             status = [500]
 
+            held: list[dict] = []  # a 400's start and body, rewritten before they go out
+
             async def send_with_headers(message: dict) -> None:
                 if message["type"] == "http.response.start":
                     status[0] = message["status"]
                     hdrs = list(message.get("headers", []))
                     hdrs.append((b"x-request-id", rid.encode()))
                     message = {**message, "headers": hdrs}
+                    if status[0] == 400:
+                        held.append(message)
+                        return
+                elif held:
+                    held.append(message)
+                    if message.get("more_body"):
+                        return
+                    for out in _documented_400(held):
+                        await send(out)
+                    return
                 await send(message)
 
             if b"content-length" not in headers and scope.get("method") in ("POST", "PUT", "PATCH"):

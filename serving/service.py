@@ -38,9 +38,23 @@ CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128, stri
 
 
 # ---------------------------------------------------------------------------- response schema
+
+def _nullable(schema: dict) -> None:
+    """OpenAPI 3.0 spelling of an optional field: BentoML keeps only the first ``anyOf``
+    branch when it builds the document, which would drop ``null``."""
+    schema["nullable"] = True
+
+
+def _any_nullable(schema: dict) -> None:
+    """A number, a string or null: no single OpenAPI 3.0 type, so no type at all."""
+    schema.pop("anyOf", None)
+    schema["nullable"] = True
+
+
 class Reason(BaseModel):
     feature: str = Field(description="Model input that moved the score.")
-    value: float | str | None = Field(description="The customer's value of that input (null: missing).")
+    value: float | str | None = Field(description="The customer's value of that input (null: missing).",
+                                      json_schema_extra=_any_nullable)
     effect: str = Field(description="'up' or 'down': the direction it pushed the score.")
     contribution: float = Field(description="TreeSHAP contribution on the model's raw scale.")
 
@@ -53,15 +67,15 @@ class CategoryScore(BaseModel):
 class CustomerResult(BaseModel):
     customer_id: str
     found: bool = Field(description="False: unknown to the snapshot; the scores are population priors.")
-    rfm_segment: str | None
-    churn_probability: float | None
-    next_purchase_probability: float | None
-    expected_orders: float | None
-    clv: float | None
+    rfm_segment: str | None = Field(json_schema_extra=_nullable)
+    churn_probability: float | None = Field(json_schema_extra=_nullable)
+    next_purchase_probability: float | None = Field(json_schema_extra=_nullable)
+    expected_orders: float | None = Field(json_schema_extra=_nullable)
+    clv: float | None = Field(json_schema_extra=_nullable)
     cross_sell: list[CategoryScore] = Field(description="Top categories the customer does not buy yet.")
     reasons: dict[str, list[Reason]] = Field(description="Per score (churn, next_purchase, clv): top features.")
     as_of: str = Field(description="Snapshot date the features describe.")
-    cold_start: str | None = None
+    cold_start: str | None = Field(None, json_schema_extra=_nullable)
 
 
 class ScoreResponse(BaseModel):
@@ -87,13 +101,13 @@ class RecommendResponse(BaseModel):
     request_id: str
     customer_id: str
     found: bool
-    rfm_segment: str | None
+    rfm_segment: str | None = Field(json_schema_extra=_nullable)
     offers: list[Offer]
     as_of: str
     model_versions: dict[str, str]
-    cold_start: str | None = None
+    cold_start: str | None = Field(None, json_schema_extra=_nullable)
     no_offer_reasons: dict[str, str] | None = Field(
-        None, description="When no offer qualifies: why each offer was left out.")
+        None, description="When no offer qualifies: why each offer was left out.", json_schema_extra=_nullable)
 
 
 class ReloadResponse(BaseModel):
