@@ -2,11 +2,13 @@
 
 Exit codes for schedulers (cron, Airflow): 0 done (possibly with tasks missing a
 champion, which the output says); 2 bad input or configuration (nothing written);
-3 reconciliation failed (the previous output is left in place); 1 anything else.
+3 reconciliation failed (the previous output is left in place); 4 the output could not
+be written (disk full, permissions; the previous output is left in place); 1 anything else.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -19,6 +21,8 @@ from rich.console import Console
 
 console = Console()
 err = Console(stderr=True)
+#: errors of writing the output (exit 4): disk full, quota, read-only, permissions, I/O
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 
 def score_batch(
@@ -69,6 +73,12 @@ def score_batch(
     except BatchError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(exc.exit_code) from None
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRORS:
+            raise
+        err.print(f"[red]error:[/red] writing the batch output failed: {exc}. Nothing was swapped in: the "
+                  "previous output is left in place. Free space (or fix permissions) and run again.")
+        raise typer.Exit(4) from None
     raise typer.Exit(code)
 
 

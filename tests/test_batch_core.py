@@ -152,10 +152,21 @@ def test_cli_score_batch_and_its_exit_codes(served_home, tmp_path, monkeypatch):
     assert r.exit_code == 3, r.output
     assert "reconciliation failed" in r.output and "1 missing" in r.output
     assert (final / "scores.parquet").read_bytes() == before
+    monkeypatch.setattr(batch.job, "score_snapshot", real)
+
+    def disk_full(*a, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(batch.job, "write_manifest", disk_full)  # the data files are written, then the disk fills
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 4, r.output
+    assert "No space left on device" in r.output and "previous output" in r.output
+    assert (final / "scores.parquet").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == [f"as_of={AS_OF}"]  # the staging directory is gone
 
 
 def test_sigkill_at_random_moments_leaves_the_previous_output(served_home, tmp_path):
-    """The job killed (SIGKILL) at random points: the previous output stays readable and
+    """The job killed (SIGKILL) at 20 random points: the previous output stays readable and
     byte-identical, no half-written as_of appears, and the next run completes."""
     import os
     import random
@@ -176,14 +187,15 @@ def test_sigkill_at_random_moments_leaves_the_previous_output(served_home, tmp_p
     final = out / f"as_of={AS_OF}"
     reference = {f.name: f.read_bytes() for f in final.iterdir() if f.suffix == ".parquet"}
     rng = random.Random(7)
-    for _ in range(5):
+    for _ in range(20):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         time.sleep(rng.uniform(0.2, full))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
         assert {f.name: f.read_bytes() for f in final.iterdir() if f.suffix == ".parquet"} == reference
-        assert json.loads((final / "manifest.json").read_text())["rows"]["scored"] > 0
+        assert len(pd.read_parquet(final / "scores.parquet")) == \
+            json.loads((final / "manifest.json").read_text())["rows"]["scored"] > 0  # readable, consistent
         assert [p.name for p in out.iterdir() if not p.name.startswith(".staging-")] == [f"as_of={AS_OF}"]
     assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # abandoned staging cleaned up
