@@ -74,6 +74,7 @@ def _setup(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+        force=True,  # the current stderr, also when the CLI is called more than once in a process
     )
     for noisy in ("py4j", "pyspark", "numexpr", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
