@@ -159,6 +159,11 @@ def serve(
     if no_auth:
         env["CVM_NO_AUTH"] = "1"
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow's client retries an unreachable server for minutes by default (7 retries,
+    # exponential backoff): the service retries on its own, so fail each attempt quickly
+    # and say why on /readyz and in the log.
+    env.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    env.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
         settings = ServiceSettings.from_env(env)
         load_catalog(settings.catalog or default_catalog_path(dataset_name(dataset, home)))

@@ -218,11 +218,12 @@ class CVMService:
     def __is_ready__(self) -> bool:
         return self.holder.state is not None
 
-    def _state(self) -> engine.ServingState:
-        state = self.holder.state
-        if state is None:
-            raise ServiceUnavailable(f"not ready: {self.holder.last_error}")
-        return state
+    def _not_ready(self) -> Response:
+        """503 with the reason (BentoML would hide it behind a generic message) and Retry-After."""
+        reason = self.holder.last_error or "loading the champions and the snapshot"
+        body = {"error": f"not ready: {reason}", "request_id": REQUEST_ID.get()}
+        return Response(json.dumps(body), status_code=503, media_type="application/json",
+                        headers={"Retry-After": "5"})
 
     @bentoml.api(route="/score")
     async def score(
@@ -237,7 +238,9 @@ class CVMService:
         snapshot's population priors. The model versions and snapshot are in the response
         and in the ``X-Model-Versions`` header."""
         t0 = time.perf_counter()
-        state = self._state()
+        state = self.holder.state
+        if state is None:
+            return self._not_ready()
         results = await _compute(len(customer_ids), engine.score, state, customer_ids, reasons=reasons)
         found = sum(r["found"] for r in results)
         _metric("customers").labels(found="true").inc(found)
@@ -260,7 +263,9 @@ class CVMService:
         """The ``k`` best offers for a customer, ranked by expected value (propensity x value x
         lever - cost), after eligibility, cooldowns and contact caps, with reasons."""
         t0 = time.perf_counter()
-        state = self._state()
+        state = self.holder.state
+        if state is None:
+            return self._not_ready()
         if channel is not None and channel not in state.catalog.channels:
             return _client_error(f"channel: unknown channel {channel!r}; channels are {state.catalog.channels}")
         answer = await _compute(1, engine.recommend, state, customer_id, k, channel, exclude_offer_ids)
