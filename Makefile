@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install demo test test-fast bench bench-features bench-online bench-training bench-serving bench-batch lock clean help
+.PHONY: install demo test test-fast bench bench-features bench-online bench-training bench-serving bench-batch bench-load lock clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -29,7 +29,7 @@ test: install  ## the test suite (DuckDB, Spark local mode, CLI)
 test-fast: install  ## tests without Spark
 	$(BIN)/pytest -q -m "not spark"
 
-bench: bench-features bench-online bench-training bench-serving bench-batch  ## every benchmark (prints tables; takes about an hour)
+bench: bench-features bench-online bench-training bench-serving bench-batch bench-load  ## every benchmark (prints tables; takes about an hour)
 
 bench-features: install  ## feature build at 100k / 1M / 3M customers, against pandas and Spark
 	$(BIN)/python benchmarks/bench_features.py --write benchmarks/RESULTS-features.md
@@ -45,6 +45,9 @@ bench-serving: install  ## scoring service latency at 200 req/s, 1,000-id reques
 
 bench-batch: install  ## cvm score-batch end to end at 100k / 1M / 3M customers, DuckDB vs Spark, inference vs raw Booster.predict
 	$(BIN)/python benchmarks/bench_batch.py --write benchmarks/RESULTS-batch.md
+
+bench-load: install  ## load on cvm serve: saturation (wrk, open loop), 10-minute soak, workers, batching (needs make demo, wrk)
+	$(BIN)/python benchmarks/bench_load.py --home cvm_home --write benchmarks/RESULTS-load.md
 
 lock:  ## re-resolve and pin every dependency into requirements.lock
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install --quiet -e '.[dev]'
