@@ -29,7 +29,8 @@ test: install  ## the test suite (DuckDB, Spark local mode, CLI)
 test-fast: install  ## tests without Spark
 	$(BIN)/pytest -q -m "not spark"
 
-bench: bench-features bench-online bench-training bench-serving bench-batch bench-load  ## every benchmark (prints tables; takes about an hour)
+bench: bench-features bench-online bench-training bench-serving bench-batch bench-load  ## every benchmark (prints tables; about two hours); benchmarks/RESULTS.md collects them
+	$(BIN)/python benchmarks/summary.py
 
 bench-features: install  ## feature build at 100k / 1M / 3M customers, against pandas and Spark
 	$(BIN)/python benchmarks/bench_features.py --write benchmarks/RESULTS-features.md

@@ -68,14 +68,21 @@ def _parse_date(value: str) -> date:
         raise UserError(f"--as-of {value!r} is not a date (expected YYYY-MM-DD)") from None
 
 
+_LOG_HANDLER: logging.Handler | None = None
+
+
 def _setup(verbose: bool) -> None:
     # Summaries are printed as tables; logs are for warnings (quarantined rows...) unless -v.
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,  # the current stderr, also when the CLI is called more than once in a process
-    )
+    # Our handler writes to the current stderr, also when the CLI runs more than once in a
+    # process (the previous one is replaced); other handlers on the root logger are kept.
+    global _LOG_HANDLER
+    root = logging.getLogger()
+    if _LOG_HANDLER is not None:
+        root.removeHandler(_LOG_HANDLER)
+    _LOG_HANDLER = logging.StreamHandler(sys.stderr)
+    _LOG_HANDLER.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(_LOG_HANDLER)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
     for noisy in ("py4j", "pyspark", "numexpr", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
