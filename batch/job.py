@@ -98,18 +98,21 @@ def _parquet_parts(path: Path) -> list[Path]:
     return sorted(path.glob("*.parquet")) if path.is_dir() else [path]
 
 
-def describe_file(path: Path) -> dict:
-    """Rows (from the Parquet footers) and a SHA-256 over the bytes of every part, in name order."""
+def parquet_rows(path: Path) -> int:
+    """Rows of a Parquet file or directory of parts, from the footers (no data read)."""
     import pyarrow.parquet as pq
 
+    return int(sum(pq.ParquetFile(part).metadata.num_rows for part in _parquet_parts(path)))
+
+
+def describe_file(path: Path) -> dict:
+    """Rows (from the Parquet footers) and a SHA-256 over the bytes of every part, in name order."""
     h = hashlib.sha256()
-    rows = 0
     for part in _parquet_parts(path):
-        rows += pq.ParquetFile(part).metadata.num_rows
         with open(part, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-    return {"rows": int(rows), "sha256": h.hexdigest()}
+    return {"rows": parquet_rows(path), "sha256": h.hexdigest()}
 
 
 @contextmanager

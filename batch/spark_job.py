@@ -27,6 +27,7 @@ import pandas as pd
 from batch.job import (BatchResult, base_manifest, check_reconciliation, clean_abandoned, output_dir, previous_scores_day,
                        staged_output, write_manifest)
 from batch.score import SCORE_COLUMNS, missing_tasks, score_chunk
+from cvm.engines import drop_spark_bookkeeping
 from features.definitions import slug
 from serving.catalog import Catalog
 from serving.engine import MONETARY_WINDOW_DAYS, Champion
@@ -35,38 +36,31 @@ from serving.nbo import OFFER_COLUMNS, CategorySpend, ContactHistory
 #: rows per Arrow batch handed to the scoring function (bigger batches, fewer booster calls)
 ARROW_BATCH_ROWS = 50_000
 
-_STRING = ("kind", "customer_id", "rfm_segment", "best_offer_id", "category", "offer_id", "name", "type", "channel")
-_DOUBLE = ("churn_probability", "next_purchase_probability", "expected_orders", "clv", "best_offer_expected_value",
-           "probability", "propensity", "value", "expected_value")
-_LONG = ("rank",)
-#: the tagged table one pass produces: kind = scores | cross_sell | offers
-TAGGED_COLUMNS = ("kind", "customer_id", "rfm_segment", "churn_probability", "next_purchase_probability",
-                  "expected_orders", "clv", "best_offer_id", "best_offer_expected_value", "category", "probability",
-                  "rank", "offer_id", "name", "type", "channel", "propensity", "value", "expected_value")
+#: the tagged table one pass produces (kind = scores | cross_sell | offers): column -> type
+_TAGGED = {"kind": "string", "customer_id": "string", "rfm_segment": "string", "churn_probability": "double",
+           "next_purchase_probability": "double", "expected_orders": "double", "clv": "double",
+           "best_offer_id": "string", "best_offer_expected_value": "double", "category": "string",
+           "probability": "double", "rank": "long", "offer_id": "string", "name": "string", "type": "string",
+           "channel": "string", "propensity": "double", "value": "double", "expected_value": "double"}
+TAGGED_COLUMNS = tuple(_TAGGED)
+_PANDAS = {"string": "object", "double": "float64", "long": "Int64"}
 
 
 def _tagged_schema():
     from pyspark.sql import types as T
 
-    def field(c: str):
-        kind = T.StringType() if c in _STRING else T.LongType() if c in _LONG else T.DoubleType()
-        return T.StructField(c, kind, True)
-
-    return T.StructType([field(c) for c in TAGGED_COLUMNS])
+    spark = {"string": T.StringType(), "double": T.DoubleType(), "long": T.LongType()}
+    return T.StructType([T.StructField(c, spark[t], True) for c, t in _TAGGED.items()])
 
 
 def tag(scores: pd.DataFrame, cross_sell: pd.DataFrame, offers: pd.DataFrame) -> pd.DataFrame:
     """The three outputs of one chunk as one table with a ``kind`` column (``TAGGED_COLUMNS``)."""
+    dtypes = {c: _PANDAS[t] for c, t in _TAGGED.items()}
     parts = [frame.assign(kind=kind) for kind, frame in (("scores", scores), ("cross_sell", cross_sell),
                                                           ("offers", offers)) if len(frame)]
     if not parts:
-        return pd.DataFrame({c: pd.Series([], dtype=_dtype(c)) for c in TAGGED_COLUMNS})
-    out = pd.concat(parts, ignore_index=True).reindex(columns=list(TAGGED_COLUMNS))
-    return out.astype({c: _dtype(c) for c in TAGGED_COLUMNS})
-
-
-def _dtype(column: str) -> str:
-    return "object" if column in _STRING else "float64" if column in _DOUBLE else "Int64"
+        return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in dtypes.items()})
+    return pd.concat(parts, ignore_index=True).reindex(columns=list(TAGGED_COLUMNS)).astype(dtypes)
 
 
 def category_spend_spark(df, categories: list[str], window_days: int, horizon_days: int) -> CategorySpend:
@@ -177,7 +171,5 @@ def _migration(session, root: Path, prev_day: date | None, scores):
 def _write(frame, path: Path) -> None:
     # absolute: the JVM resolves relative paths against its own working directory
     frame.write.option("compression", "snappy").parquet(str(path.resolve()))
-    for extra in path.iterdir():  # Spark's bookkeeping files (_SUCCESS, .crc)
-        if extra.name.startswith(("_", ".")):
-            extra.unlink()
+    drop_spark_bookkeeping(path)
 

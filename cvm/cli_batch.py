@@ -25,6 +25,18 @@ err = Console(stderr=True)
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 
+def command_date(as_of: str) -> date:
+    """The --as-of of a scheduled command (exit 2 if it is not a date), with MLflow quiet:
+    its telemetry off and its INFO chatter out of a scheduler's log."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    try:
+        return date.fromisoformat(as_of)
+    except ValueError:
+        err.print(f"[red]error:[/red] --as-of {as_of!r} is not a date (YYYY-MM-DD)")
+        raise typer.Exit(2) from None
+
+
 def score_batch(
     as_of: Annotated[str, typer.Option("--as-of", help="Scoring date (YYYY-MM-DD): features from data strictly "
                                        "before it.")],
@@ -55,13 +67,7 @@ def score_batch(
     """
     from batch.job import BatchError
 
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    try:
-        day = date.fromisoformat(as_of)
-    except ValueError:
-        err.print(f"[red]error:[/red] --as-of {as_of!r} is not a date (YYYY-MM-DD)")
-        raise typer.Exit(2) from None
+    day = command_date(as_of)
     if engine not in ("duckdb", "spark"):
         err.print(f"[red]error:[/red] --engine {engine!r}: choose duckdb or spark")
         raise typer.Exit(2)
@@ -87,7 +93,7 @@ def _run(day: date, dataset: str, out: Optional[Path], config: Optional[Path], c
     import pandas as pd
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from batch.job import run_scoring
+    from batch.job import parquet_rows, run_scoring
     from cvm.cli import UserError, build_and_maybe_publish, _publish
     from cvm.home import Home
     from features.snapshot import read_metadata
@@ -136,7 +142,7 @@ def _run(day: date, dataset: str, out: Optional[Path], config: Optional[Path], c
     meta = read_metadata(snap_dir.parent, day)
     quarantined = sum(int(t.get("rows_quarantined", 0)) for t in (meta.get("sources") or {}).values()
                       if isinstance(t, dict))
-    info = {"path": str(snap_dir), "rows": _parquet_rows(snap_dir), "feature_set_fingerprint": meta.get("fingerprint"),
+    info = {"path": str(snap_dir), "rows": parquet_rows(snap_dir), "feature_set_fingerprint": meta.get("fingerprint"),
             "built_at": meta.get("built_at"), "rows_quarantined": quarantined}
     contacts = load_contacts(h, dataset, day, engine, spark_master)
     root = out or h.batch(ds.name)
@@ -166,8 +172,3 @@ def _run(day: date, dataset: str, out: Optional[Path], config: Optional[Path], c
                   f"in {time.perf_counter() - t0:.1f} s (features {t_features:.1f} s); output {result.out_dir}")
     return 0
 
-
-def _parquet_rows(directory: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return int(sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(directory.glob("*.parquet"))))

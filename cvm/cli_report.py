@@ -35,18 +35,13 @@ def report(
 
     The numbers are the nightly batch's for the same as_of (scores, offers, migration), so they
     equal what the batch files and the service give."""
+    from cvm.cli_batch import command_date
     from cvm.home import Home
     from report.data import ReportError
     from sources.dataset import DatasetError, resolve_dataset
 
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    day = command_date(as_of)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    try:
-        day = date.fromisoformat(as_of)
-    except ValueError:
-        err.print(f"[red]error:[/red] --as-of {as_of!r} is not a date (YYYY-MM-DD)")
-        raise typer.Exit(2) from None
     t0 = time.perf_counter()
     h = Home.from_env(home)
     try:

@@ -159,14 +159,18 @@ class SparkEngine:
             raise FileExistsError(directory)
         df = self.session.sql(self.con.compile(expr))
         df.write.option("compression", "zstd").parquet(str(directory.resolve()))
-        # Spark leaves bookkeeping files next to the data; readers only want Parquet.
-        for extra in directory.iterdir():
-            if extra.name.startswith(("_", ".")):
-                extra.unlink()
+        drop_spark_bookkeeping(directory)
 
     def close(self) -> None:
         # The session is process-wide (getOrCreate); stopping it is the caller's choice.
         pass
+
+
+def drop_spark_bookkeeping(directory: Path) -> None:
+    """Spark leaves _SUCCESS and .crc files next to the data; readers only want Parquet."""
+    for extra in directory.iterdir():
+        if extra.name.startswith(("_", ".")):
+            extra.unlink()
 
 
 def release_memory() -> None:

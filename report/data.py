@@ -9,7 +9,6 @@ come from the MLflow registry and runs of the home.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
@@ -97,7 +96,7 @@ def load_nbo_evaluation(tracking_uri: str, dataset: str, as_of: date) -> pd.Data
             path = client.download_artifacts(runs[0].info.run_id, "nbo_evaluation.csv", tmp)
         except Exception:  # noqa: BLE001 - a run without the table
             return None
-        return pd.read_csv(io.StringIO(Path(path).read_text()))
+        return pd.read_csv(path)
 
 
 def gather(home, dataset_spec: str, as_of: date, batch_dir: Path) -> ReportInputs:

@@ -85,10 +85,6 @@ def top_share(values: np.ndarray, top: float) -> float:
     return float(np.sort(values)[::-1][:k].sum() / values.sum())
 
 
-def _month(ts: pd.Series) -> pd.Series:
-    return ts.dt.to_period("M")
-
-
 def cohorts(daily: pd.DataFrame, as_of: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     """Acquisition cohorts by month of first order.
 
@@ -98,30 +94,27 @@ def cohorts(daily: pd.DataFrame, as_of: date) -> tuple[pd.DataFrame, pd.DataFram
     """
     check_before(daily, as_of)
     d = _days(daily)
-    frame = pd.DataFrame({"customer_id": daily["customer_id"].to_numpy(), "month": _month(d),
+    # months as integers (year * 12 + month - 1): offsets are plain differences
+    frame = pd.DataFrame({"customer_id": daily["customer_id"].to_numpy(),
+                          "month": (d.dt.year * 12 + d.dt.month - 1).to_numpy(dtype="int64"),
                           "revenue": daily["revenue"].to_numpy(dtype="float64")})
-    first = frame.groupby("customer_id")["month"].min().rename("cohort")
-    frame = frame.join(first, on="customer_id")
-    last_complete = (pd.Timestamp(as_of).to_period("M") - 1)
+    frame["cohort"] = frame.groupby("customer_id")["month"].transform("min")
+    last_complete = as_of.year * 12 + as_of.month - 2  # the month before as_of's
     frame = frame[frame["month"] <= last_complete]
-    frame["m"] = (frame["month"] - frame["cohort"]).apply(lambda off: off.n).astype("int64")
-    size = first[first <= last_complete].value_counts().sort_index()
-    active = frame.groupby(["cohort", "m"])["customer_id"].nunique().unstack("m")
-    revenue = frame.groupby(["cohort", "m"])["revenue"].sum().unstack("m")
-    months = range(0, max((last_complete - c).n for c in size.index) + 1) if len(size) else range(0)
-    active = active.reindex(index=size.index, columns=months)
-    revenue = revenue.reindex(index=size.index, columns=months)
-    retention = active.div(size, axis=0)
+    frame["m"] = frame["month"] - frame["cohort"]
+    first = frame.groupby("customer_id")["cohort"].first()
+    size = first.value_counts().sort_index()
+    months = range(0, int(last_complete - size.index.min()) + 1) if len(size) else range(0)
+    active = frame.groupby(["cohort", "m"])["customer_id"].nunique().unstack("m").reindex(index=size.index,
+                                                                                       columns=months)
+    revenue = frame.groupby(["cohort", "m"])["revenue"].sum().unstack("m").reindex(index=size.index,
+                                                                                  columns=months)
     # months a cohort could not have reached yet stay empty; months it reached with no buyer are 0
-    for cohort in retention.index:
-        reachable = (last_complete - cohort).n
-        for m in retention.columns:
-            if m <= reachable and pd.isna(retention.loc[cohort, m]):
-                retention.loc[cohort, m] = 0.0
-                revenue.loc[cohort, m] = 0.0
-    name = {c: str(c) for c in retention.index}
-    return (retention.rename(index=name).sort_index(axis=1), revenue.rename(index=name).sort_index(axis=1),
-            size.rename(index=name))
+    reached = np.asarray(months)[None, :] <= (last_complete - size.index.to_numpy())[:, None]
+    retention = active.div(size, axis=0).mask(reached & active.isna().to_numpy(), 0.0)
+    revenue = revenue.mask(reached & revenue.isna().to_numpy(), 0.0)
+    label = {c: f"{c // 12:04d}-{c % 12 + 1:02d}" for c in size.index}
+    return retention.rename(index=label), revenue.rename(index=label), size.rename(index=label)
 
 
 def segments(scores: pd.DataFrame, daily: pd.DataFrame, as_of: date, period_days: int = 90) -> pd.DataFrame:

@@ -6,6 +6,7 @@ answers a client with a 5xx for it."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -87,7 +88,7 @@ def _mlflow_server(home: Path, port: int, log: Path) -> subprocess.Popen:
            "--port", str(port), "--workers", "1"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**__import__("os").environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+                                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
     ok = _until(lambda: _healthy(port), 90)
     assert ok, log.read_text()[-3000:]
     return proc
@@ -104,7 +105,6 @@ def test_registry_lost_after_start_up_keeps_serving(own_home, tmp_path):
     """The service loads its champions through a real `mlflow server`; the server dies: the
     loaded champions keep serving (every request 200), readiness stays up, the failed
     checks are logged."""
-    import os
     import signal
 
     port = _port()
