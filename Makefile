@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install demo test test-fast bench bench-features bench-online bench-training bench-serving bench-batch bench-load lock clean help
+.PHONY: install demo lint test test-fast bench bench-features bench-online bench-training bench-serving bench-batch bench-load lock clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -23,10 +23,14 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 demo: install  ## the main job end to end on Complete Journey (embedded DuckDB)
 	$(BIN)/cvm demo
 
-test: install  ## the test suite (DuckDB, Spark local mode, CLI)
+lint: install  ## ruff, and the import contract: the layers point one way (pyproject.toml, tool.importlinter)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache --no-logo
+
+test: lint  ## lint, then the test suite (DuckDB, Spark local mode, real servers, CLI)
 	$(BIN)/pytest -q
 
-test-fast: install  ## tests without Spark
+test-fast: lint  ## lint, then the tests without Spark
 	$(BIN)/pytest -q -m "not spark"
 
 bench: bench-features bench-online bench-training bench-serving bench-batch bench-load  ## every benchmark (prints tables; about two hours); benchmarks/RESULTS.md collects them

@@ -3,7 +3,7 @@
 Output of one run, ``<out>/as_of=YYYY-MM-DD/``: ``scores.parquet``, ``cross_sell.parquet``,
 ``offers.parquet``, ``segment_migration.parquet`` and ``manifest.json``. Everything is
 written into a staging directory beside it and swapped in with one atomic exchange
-(``cvm.engines.replace_directory``): a reader sees the previous output or the new one,
+(``base.atomic.replace_directory``): a reader sees the previous output or the new one,
 never a mix, and a run killed at any moment leaves the previous output as it was (the
 next run removes the abandoned staging directory). Re-running an as_of replaces its
 output; the same inputs give byte-identical data files.
@@ -25,7 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from base.atomic import replace_directory
+from base.dates import PARTITION_PREFIX, partition_dir, partitions
 from batch.score import BatchOutputs, score_snapshot, segment_migration
+from features.snapshot import data_files
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +56,12 @@ class BatchResult:
 
 
 def output_dir(root: Path, as_of: date) -> Path:
-    return root / f"as_of={as_of.isoformat()}"
+    return partition_dir(root, as_of)
 
 
 def previous_scores_day(root: Path, as_of: date) -> date | None:
     """The latest as_of before ``as_of`` with scores in ``root`` (segment migration starts there)."""
-    days = []
-    for d in root.glob("as_of=*"):
-        try:
-            day = date.fromisoformat(d.name.split("=", 1)[1])
-        except ValueError:
-            continue
-        if day < as_of and (d / "scores.parquet").exists():
-            days.append(day)
+    days = [d for d in partitions(root) if d < as_of and (output_dir(root, d) / "scores.parquet").exists()]
     return max(days) if days else None
 
 
@@ -95,7 +91,7 @@ def check_reconciliation(*, n_in: int, n_out: int, missing: int, extra: int, dup
 
 def _parquet_parts(path: Path) -> list[Path]:
     """A Parquet output is one file (pandas) or a directory of part files (Spark)."""
-    return sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    return data_files(path) if path.is_dir() else [path]
 
 
 def parquet_rows(path: Path) -> int:
@@ -120,8 +116,6 @@ def staged_output(root: Path, as_of: date, *, before_swap: Callable[[Path], None
                   ) -> Iterator[Path]:
     """A staging directory beside the output; swapped in atomically when the block ends
     without an error, removed otherwise. Write the data files and ``manifest.json`` into it."""
-    from cvm.engines import replace_directory
-
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f"{STAGING_PREFIX}{as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
@@ -160,7 +154,7 @@ def clean_abandoned(root: Path) -> int:
     for d in root.glob(f"{STAGING_PREFIX}*"):
         shutil.rmtree(d, ignore_errors=True)
         n += 1
-    for d in root.glob(".as_of=*.old-*"):
+    for d in root.glob(f".{PARTITION_PREFIX}*.old-*"):
         shutil.rmtree(d, ignore_errors=True)
     return n
 
@@ -186,7 +180,7 @@ def base_manifest(as_of: date, champions: dict, missing_tasks: list[str], snapsh
 
 
 def run_scoring(snapshot: pd.DataFrame, snapshot_info: dict, champions: dict, catalog, contacts, as_of: date,
-                root: Path, *, k: int = 3, progress: Callable[[int], None] | None = None,
+                root: Path, *, window_days: int, k: int = 3, progress: Callable[[int], None] | None = None,
                 before_swap: Callable[[Path], None] | None = None, timings: dict | None = None) -> BatchResult:
     """Score, reconcile, write atomically. Pure of any registry or engine access.
     ``timings`` (seconds of earlier steps, e.g. the feature build) go into the manifest."""
@@ -195,7 +189,8 @@ def run_scoring(snapshot: pd.DataFrame, snapshot_info: dict, champions: dict, ca
     removed = clean_abandoned(root) if root.exists() else 0
     if removed:
         log.warning("removed %d staging director%s left by an interrupted run", removed, "y" if removed == 1 else "ies")
-    outputs = score_snapshot(snapshot, champions, catalog, as_of, contacts=contacts, k=k, progress=progress)
+    outputs = score_snapshot(snapshot, champions, catalog, as_of, window_days=window_days, contacts=contacts, k=k,
+                             progress=progress)
     timings["score_seconds"] = round(time.perf_counter() - t0, 3)
     reconcile(snapshot, outputs.scores)
     prev_day, prev = previous_scores(root, as_of)

@@ -2,8 +2,9 @@
 
 The nightly job (``batch.job``) reads a snapshot, calls ``score_snapshot`` and writes
 what it returns. Inference runs straight on the LightGBM boosters over float32 matrices
-in chunks (``serving.inference``), cross-sell for every category in one matrix, and the
-next-best-offer engine is the service's own (``serving.nbo``), vectorised over customers.
+in chunks (the scoring core, ``scoring.inference``), cross-sell for every category in one
+matrix, and the next-best-offer engine is the one the service runs (``scoring.nbo``),
+vectorised over customers.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import numpy as np
 import pandas as pd
 
 from features.definitions import slug
-from serving.catalog import Catalog
-from serving.engine import MONETARY_WINDOW_DAYS, TASKS, Champion, score_block, to_customer_scores
-from serving.inference import block_from_frame
-from serving.nbo import CategorySpend, ContactHistory, ContactState, arbitrate, top_offers
+from scoring.catalog import Catalog
+from scoring.champions import Champion, categories_of, missing_tasks
+from scoring.contacts import ContactHistory, ContactState
+from scoring.inference import score_block, to_customer_scores
+from scoring.nbo import CategorySpend, arbitrate, top_offers
+from training.predictor import block_from_frame
 
 #: scores.parquet columns, in order
 SCORE_COLUMNS = ("customer_id", "as_of", "rfm_segment", "churn_probability", "next_purchase_probability",
@@ -37,19 +40,19 @@ class BatchOutputs:
 
 
 def score_snapshot(frame: pd.DataFrame, champions: Mapping[str, Champion], catalog: Catalog | None,
-                   as_of: date, *, contacts: ContactHistory | None = None, k: int = 3,
-                   chunk_rows: int = CHUNK_ROWS, window_days: int = MONETARY_WINDOW_DAYS,
-                   progress: Callable[[int], None] | None = None) -> BatchOutputs:
+                   as_of: date, *, window_days: int, contacts: ContactHistory | None = None, k: int = 3,
+                   chunk_rows: int = CHUNK_ROWS, progress: Callable[[int], None] | None = None) -> BatchOutputs:
     """Every customer of ``frame`` (one snapshot row each) scored by the champions.
 
-    A task without a champion leaves its columns null and is listed in ``missing_tasks``;
-    without a cross-sell champion or a catalog, offers are empty.
+    ``window_days`` is the window the snapshot's ``monetary`` covers (its feature
+    configuration's ``rfm_window_days``): category spend, and so offer values, are scaled
+    by it. A task without a champion leaves its columns null and is listed in
+    ``missing_tasks``; without a cross-sell champion or a catalog, offers are empty.
     """
     if frame["customer_id"].duplicated().any():
         raise ValueError("the snapshot has duplicate customer_id values: one row per customer is required")
-    missing = missing_tasks(champions)
-    xs_model = champions.get("cross-sell")
-    categories = list(xs_model.model.categories) if xs_model is not None else []
+    missing = missing_tasks(dict(champions))
+    categories = categories_of(dict(champions))
     if catalog is not None:
         catalog.check_categories(categories, "offer catalog")
     spend = (CategorySpend.from_snapshot(block_from_frame(frame, ["monetary", *(f"spend_share_{slug(c)}"
@@ -74,11 +77,6 @@ def score_snapshot(frame: pd.DataFrame, champions: Mapping[str, Champion], catal
     if len(offers):
         offers.insert(1, "as_of", pd.Series([as_of] * len(offers), dtype="object"))
     return BatchOutputs(scores, cross_sell, offers, missing)
-
-
-def missing_tasks(champions: Mapping[str, Champion]) -> list[str]:
-    """Tasks without a champion: their columns are left null."""
-    return [t for t in TASKS if t not in champions]
 
 
 def _empty_scores() -> pd.DataFrame:

@@ -26,12 +26,13 @@ import pandas as pd
 
 from batch.job import (BatchResult, base_manifest, check_reconciliation, clean_abandoned, output_dir, previous_scores_day,
                        staged_output, write_manifest)
-from batch.score import SCORE_COLUMNS, missing_tasks, score_chunk
-from cvm.engines import drop_spark_bookkeeping
+from batch.score import SCORE_COLUMNS, score_chunk
+from base.engines import drop_spark_bookkeeping
 from features.definitions import slug
-from serving.catalog import Catalog
-from serving.engine import MONETARY_WINDOW_DAYS, Champion
-from serving.nbo import OFFER_COLUMNS, CategorySpend, ContactHistory
+from scoring.catalog import Catalog
+from scoring.champions import Champion, categories_of, missing_tasks
+from scoring.contacts import ContactHistory
+from scoring.nbo import OFFER_COLUMNS, CategorySpend
 
 #: rows per Arrow batch handed to the scoring function (bigger batches, fewer booster calls)
 ARROW_BATCH_ROWS = 50_000
@@ -80,11 +81,10 @@ def category_spend_spark(df, categories: list[str], window_days: int, horizon_da
 
 
 def score_dataframe(df, champions: Mapping[str, Champion], catalog: Catalog | None,
-                    contacts: ContactHistory | None, *, k: int, window_days: int = MONETARY_WINDOW_DAYS):
+                    contacts: ContactHistory | None, *, k: int, window_days: int):
     """The tagged output of every snapshot row, as a (lazy) Spark DataFrame."""
     session = df.sparkSession
-    xs = champions.get("cross-sell")
-    categories = list(xs.model.categories) if xs is not None else []
+    categories = categories_of(dict(champions))
     if catalog is not None:
         catalog.check_categories(categories, "offer catalog")
     spend = (category_spend_spark(df, categories, window_days, catalog.horizon_days)
@@ -103,7 +103,7 @@ def score_dataframe(df, champions: Mapping[str, Champion], catalog: Catalog | No
 
 def run_scoring_spark(session, snapshot_dir: Path, snapshot_info: dict, champions: Mapping[str, Champion],
                       catalog: Catalog | None, contacts: ContactHistory | None, as_of: date, root: Path, *,
-                      k: int = 3, before_swap: Callable[[Path], None] | None = None,
+                      window_days: int, k: int = 3, before_swap: Callable[[Path], None] | None = None,
                       timings: dict | None = None) -> BatchResult:
     """Score the snapshot on Spark, reconcile, write the outputs aside and swap them in."""
     from pyspark import StorageLevel
@@ -114,7 +114,7 @@ def run_scoring_spark(session, snapshot_dir: Path, snapshot_info: dict, champion
     if root.exists():
         clean_abandoned(root)
     snapshot = session.read.parquet(str(snapshot_dir.resolve()))
-    tagged = score_dataframe(snapshot, champions, catalog, contacts, k=k).persist(StorageLevel.MEMORY_AND_DISK)
+    tagged = score_dataframe(snapshot, champions, catalog, contacts, k=k, window_days=window_days).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         scores = (tagged.where(F.col("kind") == "scores").withColumn("as_of", F.lit(as_of))
                   .select(*SCORE_COLUMNS))
@@ -129,7 +129,7 @@ def run_scoring_spark(session, snapshot_dir: Path, snapshot_info: dict, champion
             for name, frame in (("scores.parquet", scores), ("cross_sell.parquet", cross_sell),
                                 ("offers.parquet", offers), ("segment_migration.parquet", migration.coalesce(1))):
                 _write(frame, staging / name)
-            manifest = base_manifest(as_of, dict(champions), missing_tasks(champions), snapshot_info, catalog,
+            manifest = base_manifest(as_of, dict(champions), missing_tasks(dict(champions)), snapshot_info, catalog,
                                      prev_day, rows_in=counts["in"], scored=counts["scored"],
                                      cross_sell_pairs=cross_sell.count(), offers=offers.count(),
                                      timings=timings, engine="spark")

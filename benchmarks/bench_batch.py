@@ -5,7 +5,7 @@
 
 Setup (cached in --work): four champions trained on a 20,000-customer synthetic dataset
 (`cvm train all`, a small tuning budget but full-size boosters) into one home's registry,
-and the offer catalog ``serving/catalogs/synthetic.yaml``. Datasets are ``cvm synth``
+and the offer catalog ``scoring/catalogs/synthetic.yaml``. Datasets are ``cvm synth``
 (seed 0), cached in --data-dir and shared with bench_features.py.
 
 Measured, each in a fresh process (wall time and peak RSS of the whole process tree, the
@@ -17,7 +17,7 @@ JVM included for Spark):
 * both on DuckDB (embedded, the default) and, for --spark-sizes, on Spark ``local[2]``.
 
 Then, in this process, model inference on one 200,000-row chunk of the largest snapshot:
-the job's inference (``serving.engine.score_block``: building each model's float32
+the job's inference (``scoring.inference.score_block``: building each model's float32
 matrix from the snapshot columns, BG/NBD, calibration, cross-sell for every category)
 against raw ``Booster.predict`` on the same, prebuilt matrices.
 
@@ -95,9 +95,9 @@ def inference_vs_raw(home: Path, dataset: Path, as_of: str, rows: int, repeats: 
     """The job's inference against raw Booster.predict on the same matrices, one chunk."""
     import pyarrow.parquet as pq
 
-    from serving.engine import score_block
-    from serving.inference import block_from_frame
-    from serving.loader import RegistrySource
+    from scoring.inference import score_block
+    from training.predictor import block_from_frame
+    from scoring.champions import RegistrySource
 
     src = RegistrySource(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
     champions = {t: src.load(t, v) for t, v in src.versions().items()}

@@ -22,7 +22,6 @@ also writes it as Markdown.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -90,7 +89,7 @@ def worker(mode: str, dataset: str, as_of: str, out: str) -> None:
         tx = tx[tx["customer_id"].notna() & np.isfinite(tx["amount"])]  # what validation would keep
         core_features(tx, day).to_parquet(out, index=False)
     elif mode == "core-duckdb":
-        from cvm.engines import open_engine
+        from base.engines import open_engine
         from features.build import core_features
         from features.config import FeatureConfig
         from features.definitions import DatasetShape, declare

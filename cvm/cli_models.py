@@ -1,64 +1,44 @@
 """``cvm models``: the registered models, their champion and how to change it by hand.
 
-Thin commands over :mod:`training.registry`. Added to the main app by
-``cvm.cli`` (``app.add_typer(models_app, name="models")``), so this module must
-not import ``cvm.cli``: the few helpers it needs are repeated here. MLflow is
-imported inside the commands to keep ``cvm --help`` fast.
+Thin commands over :mod:`training.registry`. MLflow is imported inside the commands to
+keep ``cvm --help`` fast.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-models_app = typer.Typer(
-    help="Registered models (MLflow): list versions, promote a version to champion, roll back.",
-    no_args_is_help=True,
-)
+from cvm.common import HomeOpt, command, console, group, home_of, quiet_mlflow
+from cvm.common import run as run_cli
 
-console = Console(stderr=False)
-err = Console(stderr=True)
+models_app = group("Registered models (MLflow): list versions, promote a version to champion, roll back.")
 
-HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="State directory; default $CVM_HOME or ./cvm_home. MLflow store: $MLFLOW_TRACKING_URI, else SQLite under it.", envvar="CVM_HOME")]
-TaskArg = Annotated[str, typer.Argument(help="Task (churn, next-purchase, cross-sell, clv) or registered name (cvm-churn...).")]
+TaskArg = Annotated[str, typer.Argument(help="Task (churn, next-purchase, cross-sell, clv) or registered name "
+                                        "(cvm-churn...).")]
 
 T = TypeVar("T")
 
 
 def _run(fn: Callable[[], T]) -> T:
-    """Errors a user can act on (unknown task or version, nothing to roll back, unreachable server): one line, exit 2."""
+    """Errors a user can act on (unknown task or version, nothing to roll back, unreachable server): exit 2."""
     from mlflow.exceptions import MlflowException
 
     from training.registry import RegistryError
 
-    try:
-        return fn()
-    except RegistryError as exc:
-        _error(str(exc))
-    except MlflowException as exc:
-        _error(" ".join(str(exc.message).split()))
+    return run_cli(fn, RegistryError, MlflowException)
 
 
-def _error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _client(home: Path | None):
-    from cvm.home import Home
+def _client(home):
     from training.tracking import configure
 
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    return configure(Home.from_env(home))
+    quiet_mlflow()
+    return configure(home_of(home))
 
 
-@models_app.command("list")
+@command(models_app, "list")
 def models_list(
     task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Only this task (repeatable); default all four.")] = None,
     home: HomeOpt = None,
@@ -83,7 +63,7 @@ def models_list(
     _run(go)
 
 
-@models_app.command("promote")
+@command(models_app, "promote")
 def models_promote(
     task: TaskArg,
     version: Annotated[str, typer.Argument(help="Version number to make champion (3 or v3).")],
@@ -100,7 +80,7 @@ def models_promote(
     _run(go)
 
 
-@models_app.command("rollback")
+@command(models_app, "rollback")
 def models_rollback(task: TaskArg, home: HomeOpt = None) -> None:
     """Give the champion alias back to the previous champion (repeat to go further back)."""
     def go() -> None:

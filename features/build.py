@@ -12,11 +12,12 @@ engines compare the same values; day counts use calendar dates (``date_diff``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 
 import ibis
 import ibis.expr.datatypes as dt
 
+from base.dates import cutoff
 from features.definitions import SEGMENT_GRID, FeatureSet, slug
 
 _DT = {"string": dt.string, "date": dt.date, "int64": dt.int64, "float64": dt.float64}
@@ -263,7 +264,7 @@ CORE_COLUMNS = ["customer_id", "as_of", "recency_days", "tenure_days", "frequenc
 
 def _customers(lines: ibis.Table, as_of: date, fs: FeatureSet) -> tuple[ibis.Table, ibis.Table]:
     """Orders and the customer-level order features (core, RFM, behaviour, mix)."""
-    cut = datetime.combine(as_of, time())
+    cut = cutoff(as_of)
     orders = _orders(lines)
     cust = _customer_orders(orders, cut, fs)
     asof = ibis.date(as_of)
@@ -289,7 +290,7 @@ def _customers(lines: ibis.Table, as_of: date, fs: FeatureSet) -> tuple[ibis.Tab
 
 def core_features(transactions: ibis.Table, as_of: date, fs: FeatureSet) -> ibis.Table:
     """Only the core contract (recency, tenure, frequency, monetary, scores, segment)."""
-    lines = _lines(transactions, datetime.combine(as_of, time()), fs)
+    lines = _lines(transactions, cutoff(as_of), fs)
     _, cust = _customers(lines, as_of, fs)
     return cust.select(
         *[ibis.date(as_of).name(c) if c == "as_of" else cust[c].cast(_DT[fs.dtypes[c]]) for c in CORE_COLUMNS]
@@ -303,7 +304,7 @@ def build_features(tables: Mapping[str, ibis.Table], as_of: date, fs: FeatureSet
     is required, ``events``, ``contacts``, ``responses`` and ``customers`` are used when
     the feature set declares their groups.
     """
-    cut = datetime.combine(as_of, time())
+    cut = cutoff(as_of)
     tx = tables["transactions"]
     lines = _lines(tx, cut, fs)
     orders, cust = _customers(lines, as_of, fs)

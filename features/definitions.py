@@ -113,8 +113,13 @@ class FeatureSet:
         }
 
     def fingerprint(self) -> str:
-        """Changes whenever a name, dtype or order changes: a model is tied to one."""
-        payload = json.dumps([[f.name, f.dtype] for f in self.features])
+        """Changes whenever a name, dtype or order changes, and whenever the configuration
+        behind the values changes (a window, the categories, the event types, the
+        abandoned-cart hours): two snapshots with one fingerprint mean the same thing in
+        every column, so a model trained on one can score the other."""
+        payload = json.dumps({"columns": [[f.name, f.dtype] for f in self.features],
+                              "shape": asdict(self.shape), "config": self.config.model_dump(mode="json")},
+                             sort_keys=True, default=list)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -58,8 +58,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from base.atomic import fsync_dir, write_json
+
 if TYPE_CHECKING:
-    from cvm.home import Home
+    from base.home import Home
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,8 @@ Dtype = Literal["int64", "float64", "string", "date", "bool"]
 
 _TABLE = "features"
 _META_TABLE = "snapshot_meta"
+_CONTACTS = "contacts"
+_CONTACT_COLUMNS = ("customer_id", "campaign_id", "timestamp")
 _INDEX = f"{_TABLE}_{KEY_COLUMN}"
 _SQL_TYPES: dict[str, str] = {"int64": "INTEGER", "float64": "REAL", "string": "TEXT",
                               "date": "TEXT", "bool": "INTEGER"}
@@ -119,6 +123,7 @@ class PublishedSnapshot:
     columns: dict[str, str]  # name -> dtype, in store order: customer_id, as_of, features
     published_at: datetime
     metadata: dict[str, object] = field(default_factory=dict)
+    contacts: int | None = None  # rows of the contact history published with it (None: none)
 
     @property
     def feature_names(self) -> list[str]:
@@ -135,7 +140,8 @@ class PublishedSnapshot:
         return {"format": FORMAT_VERSION, "version": self.version, "as_of": self.as_of.isoformat(),
                 "file": self.path.relative_to(root).as_posix(), "rows": self.rows,
                 "columns": dict(self.columns), "published_at": self.published_at.isoformat(),
-                "schema_fingerprint": self.schema_fingerprint, "metadata": dict(self.metadata)}
+                "schema_fingerprint": self.schema_fingerprint, "metadata": dict(self.metadata),
+                "contacts": self.contacts}
 
     @classmethod
     def from_manifest(cls, data: Mapping[str, object], root: Path) -> "PublishedSnapshot":
@@ -145,16 +151,19 @@ class PublishedSnapshot:
                    path=root / str(data["file"]), rows=int(data["rows"]),  # type: ignore[call-overload]
                    columns=dict(data["columns"]),  # type: ignore[call-overload]
                    published_at=datetime.fromisoformat(str(data["published_at"])),
-                   metadata=dict(data.get("metadata") or {}))  # type: ignore[call-overload]
+                   metadata=dict(data.get("metadata") or {}),  # type: ignore[call-overload]
+                   contacts=None if data.get("contacts") is None else int(data["contacts"]))  # type: ignore[arg-type]
 
 
 class OnlineStore(Protocol):
     """What serving needs from an online store; SQLite now, Redis or others later."""
 
-    def publish(self, snapshot_dir: Path, *, as_of: date,
-                metadata: Mapping[str, object] | None = None) -> PublishedSnapshot: ...
+    def publish(self, snapshot_dir: Path, *, as_of: date, metadata: Mapping[str, object] | None = None,
+                contacts: Path | None = None) -> PublishedSnapshot: ...
 
     def current(self) -> PublishedSnapshot | None: ...
+
+    def contacts(self) -> pd.DataFrame | None: ...
 
     def get(self, customer_id: str) -> dict[str, object] | None: ...
 
@@ -206,11 +215,14 @@ class SQLiteOnlineStore:
 
     # -- publishing -------------------------------------------------------------
 
-    def publish(self, snapshot_dir: Path, *, as_of: date,
-                metadata: Mapping[str, object] | None = None) -> PublishedSnapshot:
+    def publish(self, snapshot_dir: Path, *, as_of: date, metadata: Mapping[str, object] | None = None,
+                contacts: Path | None = None) -> PublishedSnapshot:
         """Load the Parquet parts of ``snapshot_dir`` into a new file, then point readers at it.
 
-        Any failure leaves the current snapshot in place and removes the partial file.
+        ``contacts`` (Parquet: customer_id, campaign_id, timestamp) is the contact history
+        before ``as_of``, stored in the same file so that readers, a Bento included, apply
+        the contact policy without any other source. Any failure leaves the current
+        snapshot in place and removes the partial file.
         """
         started = time.perf_counter()
         snapshot_dir = Path(snapshot_dir)
@@ -221,17 +233,19 @@ class SQLiteOnlineStore:
         rows = dataset.count_rows()
         if rows == 0:
             raise SnapshotValidationError(f"snapshot {snapshot_dir} has zero rows: nothing to publish")
+        history = _open_contacts(contacts) if contacts is not None else None
 
         published_at = datetime.now(timezone.utc)
         version = f"{published_at:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"  # sorts by publish time
         snapshot = PublishedSnapshot(version=version, as_of=as_of, rows=rows, columns=columns,
                                      path=self.root / SNAPSHOTS_DIR / f"{version}.sqlite",
-                                     published_at=published_at, metadata=meta)
+                                     published_at=published_at, metadata=meta,
+                                     contacts=None if history is None else history.count_rows())
         manifest = snapshot.manifest(self.root)
         snapshot.path.parent.mkdir(parents=True, exist_ok=True)
         building = self.root / f".build-{version}.sqlite"
         try:
-            _build(building, dataset, snapshot, manifest, snapshot_dir)
+            _build(building, dataset, snapshot, manifest, snapshot_dir, history)
             _seal(building, snapshot.path)
         except BaseException:
             building.unlink(missing_ok=True)
@@ -240,7 +254,7 @@ class SQLiteOnlineStore:
             # Arrow's allocator keeps freed row groups for reuse (~0.6 GB at 1 M x 100): hand them back.
             pa.default_memory_pool().release_unused()
         _connect(snapshot).close()  # readers must be able to open it before they are pointed at it
-        _write_json_atomically(self._pointer, manifest)
+        write_json(self._pointer, manifest)
         self._prune(current=snapshot.path)
         log.info("online store %s: published snapshot %s (as_of %s, %d rows, %d features) in %.1fs",
                  self.root, version, as_of, rows, len(snapshot.feature_names), time.perf_counter() - started)
@@ -298,6 +312,23 @@ class SQLiteOnlineStore:
             except sqlite3.DatabaseError as exc:
                 raise reader.layout.unreadable(exc) from exc
         return reader.layout.frame(ids, {row[0]: row for row in rows})
+
+    def contacts(self) -> pd.DataFrame | None:
+        """The contact history published with the served snapshot (customer_id, campaign_id,
+        timestamp), or None when none was."""
+        with self._lock:
+            reader = self._reader_locked()
+            if reader.layout.snapshot.contacts is None:
+                return None
+            try:
+                rows = reader.con.execute(f"SELECT customer_id, campaign_id, timestamp FROM {_CONTACTS}").fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise reader.layout.unreadable(exc) from exc
+        frame = pd.DataFrame(rows, columns=list(_CONTACT_COLUMNS))
+        frame["customer_id"] = frame["customer_id"].astype(str)
+        frame["campaign_id"] = frame["campaign_id"].astype(str)
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], format="ISO8601")
+        return frame
 
     def sample_ids(self, n: int) -> list[str]:
         """Up to ``n`` customer ids spread evenly over the snapshot (deterministic): for
@@ -585,8 +616,30 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _open_contacts(path: Path) -> ds.Dataset:
+    """The contact history to publish, checked to have the columns readers rely on."""
+    try:
+        history = ds.dataset(str(path), format="parquet")
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise SnapshotValidationError(f"contact history {path} cannot be read: {exc}") from exc
+    missing = [c for c in _CONTACT_COLUMNS if c not in history.schema.names]
+    if missing:
+        raise SnapshotValidationError(f"contact history {path} lacks column(s) {missing}")
+    return history
+
+
+def _load_contacts(con: sqlite3.Connection, history: ds.Dataset) -> None:
+    con.execute(f"CREATE TABLE {_CONTACTS} (customer_id TEXT NOT NULL, campaign_id TEXT, timestamp TEXT NOT NULL)")
+    insert = f"INSERT INTO {_CONTACTS} VALUES (?, ?, ?)"
+    for batch in history.to_batches(columns=list(_CONTACT_COLUMNS), batch_size=_BATCH_ROWS):
+        ids = pc.cast(batch.column(0), pa.string()).to_pylist()
+        campaigns = pc.cast(batch.column(1), pa.string()).to_pylist()
+        stamps = pc.strftime(batch.column(2), format="%Y-%m-%dT%H:%M:%S").to_pylist()
+        con.executemany(insert, zip(ids, campaigns, stamps))
+
+
 def _build(path: Path, dataset: ds.Dataset, snapshot: PublishedSnapshot, manifest: dict[str, object],
-           source: Path) -> None:
+           source: Path, history: ds.Dataset | None = None) -> None:
     """Write the snapshot's rows into a new SQLite file at ``path``.
 
     Rows go into a plain rowid table in file order, and the unique index on customer_id
@@ -621,6 +674,8 @@ def _build(path: Path, dataset: ds.Dataset, snapshot: PublishedSnapshot, manifes
             raise SnapshotValidationError(f"{source} changed while publishing ({snapshot.rows} rows counted, "
                                           f"{loaded} read): publish again")
         _index_key(con, dataset, source)
+        if history is not None:
+            _load_contacts(con, history)
         con.execute(f"INSERT INTO {_META_TABLE} VALUES ('manifest', ?)", (json.dumps(manifest),))
         con.execute("COMMIT")
     finally:
@@ -686,36 +741,7 @@ def _seal(building: Path, final: Path) -> None:
         os.fsync(fh.fileno())
     os.chmod(building, 0o444)
     os.replace(building, final)
-    _fsync_dir(final.parent)
-
-
-def _write_json_atomically(path: Path, data: Mapping[str, object]) -> None:
-    """Readers see the old file or the new one: write aside, fsync, rename over, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename (POSIX); platforms that cannot open directories skip it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(final.parent)
 
 
 def _mtime(path: Path) -> float:

@@ -7,11 +7,12 @@ deliberately plain: read the lines, group by order, group by customer.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 
+from base.dates import cutoff
 from features.definitions import SEGMENT_GRID
 
 
@@ -26,7 +27,7 @@ def core_features(transactions: pd.DataFrame, as_of: date, window_days: int = 36
 
     ``transactions`` has customer_id, order_id, timestamp, amount (one row per line).
     """
-    cut = pd.Timestamp(datetime.combine(as_of, time()))
+    cut = pd.Timestamp(cutoff(as_of))
     lines = transactions[transactions["timestamp"] < cut]
     orders = lines.groupby(["customer_id", "order_id"], as_index=False, sort=False).agg(
         order_ts=("timestamp", "min"), amount=("amount", "sum"))

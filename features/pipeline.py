@@ -11,21 +11,21 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, time as dtime
+from datetime import date, datetime
 from pathlib import Path
 
 import ibis
-import pandas as pd
 
-from cvm.engines import Engine, release_memory
-from cvm.home import Home
+from base.dates import cutoff
+from base.engines import Engine
+from base.home import Home
 from features.build import build_features
 from features.config import FeatureConfig
 from features.definitions import DatasetShape, FeatureSet, declare
-from features.snapshot import write_snapshot
+from features.snapshot import CONTACT_COLUMNS, CONTACTS_DIR, write_snapshot
 from profiles.config import ResolutionConfig
-from sources.contract import CUSTOMER_KEYED
-from sources.dataset import Dataset, DatasetError
+from profiles.link import linked_tables
+from sources.dataset import Dataset
 from sources.load import Sources, load_sources
 from sources.validate import ValidationConfig
 
@@ -114,65 +114,15 @@ def dataset_shape(sources: Sources, dataset: Dataset, config: FeatureConfig) -> 
     )
 
 
-def linked_tables(sources: Sources, as_of: date | None, home: Home | None = None,
-                  config: ResolutionConfig | None = None, *,
-                  golden: bool = False) -> tuple[dict[str, ibis.Table], dict | None]:
-    """The source tables keyed by golden customer ids, and the resolution's stats.
-
-    Without an ``identities`` table the tables come back as they are. Point in time: with
-    ``seen_at`` on identities, only links seen before ``as_of`` count, so a snapshot for a
-    date only merges what was known then. The mapping (and, with ``golden``, the golden
-    records) are written under ``$CVM_HOME/profiles/<dataset>/as_of=.../``.
-    """
-    tables = dict(sources.tables)
-    if not sources.has("identities"):
-        return tables, None
-    from profiles.resolve import resolve_identities
-
-    engine = sources.engine
-    identities = engine.execute(sources["identities"])
-    cutoff = datetime.combine(as_of, dtime()) if as_of and "seen_at" in identities.columns else None
-    resolution = resolve_identities(identities, config or ResolutionConfig(), cutoff=cutoff)
-    mapping = resolution.mapping[["source_system", "source_id", "customer_id"]]
-    if home is not None:
-        _save_profiles(home, sources, identities, resolution, as_of, golden)
-    ambiguous = mapping["source_id"].duplicated().any()
-    m = engine.register(mapping.rename(columns={"customer_id": "_golden"}))
-    stats = resolution.stats
-    del identities, resolution, mapping
-    release_memory()
-    for name in CUSTOMER_KEYED:
-        if name not in tables:
-            continue
-        t = tables[name]
-        if "source_system" in t.columns:
-            cond = (t.source_system == m.source_system) & (t.customer_id == m.source_id)
-        elif ambiguous:
-            raise DatasetError(
-                f"table '{name}' has no source_system column, and some source_id values exist in "
-                "several source systems of identities: add source_system to that table")
-        else:
-            cond = t.customer_id == m.source_id
-        j = t.left_join(m, cond)
-        tables[name] = j.select(
-            *[t[c] for c in t.columns if c != "customer_id"],
-            customer_id=ibis.coalesce(j["_golden"], t.customer_id),
-            _record=t.customer_id,
-        )
-    return tables, stats
-
-
-def _save_profiles(home: Home, sources: Sources, identities: pd.DataFrame, resolution,
-                   as_of: date | None, golden: bool) -> None:
-    out = home.profiles(sources.dataset.name, ensure=True)
-    target = out / (f"as_of={as_of.isoformat()}" if as_of else "latest")
-    target.mkdir(parents=True, exist_ok=True)
-    resolution.mapping.to_parquet(target / "profile_map.parquet", index=False)
-    if golden:
-        from profiles.survivorship import golden_records
-
-        customers = sources.engine.execute(sources["customers"]) if sources.has("customers") else None
-        golden_records(identities, resolution, customers).to_parquet(target / "profiles.parquet", index=False)
+def contacts_before(tables: dict[str, ibis.Table], as_of: date) -> ibis.Table | None:
+    """The campaign contacts strictly before ``as_of`` (golden customer ids), published with
+    the snapshot for the offer engine's caps and cooldowns; None without a contacts table."""
+    if "contacts" not in tables:
+        return None
+    c = tables["contacts"]
+    c = c.filter(c.timestamp < ibis.timestamp(cutoff(as_of)))
+    return c.select(customer_id=c.customer_id.cast("string"), campaign_id=c.campaign_id.cast("string"),
+                    timestamp=c.timestamp).order_by(list(CONTACT_COLUMNS))
 
 
 def build_steps(dataset: Dataset) -> list[str]:
@@ -211,6 +161,7 @@ def build_snapshot(
     with timer("declare features"):
         fs = declare(config, dataset_shape(sources, dataset, config))
         expr = build_features(tables, as_of, fs)
+        contacts = contacts_before(tables, as_of)
     root = out or home.features(dataset.name)
     meta = {
         "dataset": dataset.name,
@@ -220,9 +171,13 @@ def build_snapshot(
         "sources": {k: v.as_dict() for k, v in sources.reports.items()},
         "profiles": profile_stats,
     }
+    def write(staged: Path) -> None:
+        engine.write_parquet(expr, staged)
+        if contacts is not None:
+            engine.write_parquet(contacts, staged / CONTACTS_DIR)
+
     with timer("compute and write features"):
-        path, rows = write_snapshot(root, as_of, fs, lambda d: engine.write_parquet(expr, d), meta,
-                                    replace_schema=replace_schema)
+        path, rows = write_snapshot(root, as_of, fs, write, meta, replace_schema=replace_schema)
     log.info("feature snapshot %s: %d customers, %d features", path, rows, len(fs.features))
     return BuildResult(dataset.name, as_of, engine.name, path, rows, fs,
                        {k: v.as_dict() for k, v in sources.reports.items()}, timer.timings, profile_stats)

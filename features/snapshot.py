@@ -1,16 +1,20 @@
 """Feature snapshots on disk: ``<root>/as_of=YYYY-MM-DD/part-*.parquet`` plus metadata.
 
-``<root>/_schema.json`` holds the dataset's feature set (names, dtypes, order,
-fingerprint); every snapshot under a root must match it, so a model trained on one
-snapshot can score another. ``<root>/as_of=.../_snapshot.json`` records how the snapshot
-was built (engine, source row counts, quarantine, timings). Snapshots are written aside
-and swapped in whole (``replace_directory``): readers never see a partial one.
+``<root>/_schema.json`` holds the dataset's feature set (names, dtypes, order, the
+configuration and the fingerprint of both); every snapshot under a root must match it, so a
+model trained on one snapshot can score another. ``<root>/as_of=.../_snapshot.json``
+records how the snapshot was built (engine, feature configuration, source row counts,
+quarantine, timings). ``<root>/as_of=.../_contacts/`` holds the campaign contacts before
+``as_of`` (golden customer ids), which the offer engine's contact policy reads: what
+scoring needs from the raw sources travels with the snapshot. Files and folders whose
+name starts with ``_`` or ``.`` are not feature rows (Arrow and Spark skip them too).
+Snapshots are written aside and swapped in whole (``replace_directory``): readers never
+see a partial one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -21,11 +25,16 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from cvm.engines import replace_directory
+from base.atomic import replace_directory, write_json
+from base.dates import partition_dir, partitions
+from features.config import FeatureConfig
 from features.definitions import FeatureSet
 
 SCHEMA_FILE = "_schema.json"
 META_FILE = "_snapshot.json"
+CONTACTS_DIR = "_contacts"
+#: the columns of ``_contacts/``
+CONTACT_COLUMNS = ("customer_id", "campaign_id", "timestamp")
 
 
 class SchemaMismatchError(RuntimeError):
@@ -34,10 +43,6 @@ class SchemaMismatchError(RuntimeError):
 
 class EmptySnapshotError(RuntimeError):
     """No customer has an order before as_of: an empty window is an error, not a result."""
-
-
-def partition_dir(root: Path, as_of: date) -> Path:
-    return root / f"as_of={as_of.isoformat()}"
 
 
 def read_schema(root: Path) -> dict | None:
@@ -81,20 +86,30 @@ def write_snapshot(root: Path, as_of: date, fs: FeatureSet, write: Callable[[Pat
             raise EmptySnapshotError(
                 f"no customer has an order before {as_of.isoformat()}: nothing to build "
                 "(choose an as_of after the first transactions)")
-        written = pq.read_schema(next(iter(sorted(staged.glob("*.parquet")))))
+        written = pq.read_schema(data_files(staged)[0])
         if written.names != fs.names:
             raise RuntimeError(f"builder wrote columns {written.names}, declared {fs.names}")
-        meta = {**metadata, "rows": rows, "fingerprint": fs.fingerprint(), "as_of": as_of.isoformat()}
-        _write_json(staged / META_FILE, meta)
-        _write_json(root / SCHEMA_FILE, fs.to_dict())
+        meta = {**metadata, "rows": rows, "fingerprint": fs.fingerprint(), "as_of": as_of.isoformat(),
+                "feature_config": fs.config.model_dump(mode="json")}
+        if (staged / CONTACTS_DIR).exists():
+            meta["contacts"] = count_rows(staged / CONTACTS_DIR)
+        write_json(staged / META_FILE, meta)
+        write_json(root / SCHEMA_FILE, fs.to_dict())
         replace_directory(staged, final)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return final, rows
 
 
+def data_files(directory: Path) -> list[Path]:
+    """The Parquet parts of a snapshot (or of its contacts), in name order: bookkeeping files
+    and folders (``_schema.json``, ``_contacts/``, ``.crc``...) are not data."""
+    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith(("_", ".")) and p.is_file())
+
+
 def count_rows(directory: Path) -> int:
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in directory.glob("*.parquet"))
+    """Rows of the Parquet parts in ``directory``, from their footers (no data read)."""
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in data_files(directory))
 
 
 def read_snapshot(root: Path, as_of: date, columns: list[str] | None = None) -> pd.DataFrame:
@@ -110,10 +125,25 @@ def read_metadata(root: Path, as_of: date) -> dict:
 
 
 def list_snapshots(root: Path) -> list[date]:
-    return sorted(date.fromisoformat(p.name.split("=", 1)[1]) for p in root.glob("as_of=*") if p.is_dir())
+    return partitions(root)
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+def read_contacts(snapshot_dir: Path) -> pd.DataFrame | None:
+    """The contacts published with a snapshot (``CONTACT_COLUMNS``); None when the dataset has none."""
+    path = snapshot_dir / CONTACTS_DIR
+    if not path.exists():
+        return None
+    frame = pads.dataset(str(path), format="parquet").to_table(columns=list(CONTACT_COLUMNS)).to_pandas()
+    frame["customer_id"] = frame["customer_id"].astype(str)
+    frame["campaign_id"] = frame["campaign_id"].astype(str)
+    return frame
+
+
+def feature_config(meta: dict) -> FeatureConfig:
+    """The feature configuration a snapshot was built with (from its metadata): the windows
+    its values cover. A snapshot without it predates this record and must be rebuilt."""
+    raw = meta.get("feature_config")
+    if raw is None:
+        raise SchemaMismatchError(f"snapshot as_of {meta.get('as_of')} does not record its feature configuration "
+                                  "(built by an older version): rebuild it with cvm features build")
+    return FeatureConfig.model_validate(raw)

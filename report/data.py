@@ -10,11 +10,12 @@ come from the MLflow registry and runs of the home.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
 
+from base.dates import cutoff
 from report.cards import ModelCard, load_cards
 
 
@@ -39,8 +40,8 @@ class ReportInputs:
 def load_customer_tables(home, dataset_spec: str, as_of: date, engine_name: str = "duckdb"
                          ) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     """(dataset name, daily revenue per customer, contacts) from the dataset, before ``as_of``."""
-    from cvm.engines import open_engine
-    from features.pipeline import linked_tables
+    from base.engines import open_engine
+    from profiles.link import linked_tables
     from sources.dataset import resolve_dataset
     from sources.load import load_sources
     from training.dataset import before
@@ -62,7 +63,7 @@ def load_customer_tables(home, dataset_spec: str, as_of: date, engine_name: str 
     else:
         contacts = pd.DataFrame({"customer_id": [], "campaign_id": [], "timestamp": pd.to_datetime([])})
     daily["day"] = pd.to_datetime(daily["day"])
-    cut = pd.Timestamp(datetime.combine(as_of, time()))
+    cut = pd.Timestamp(cutoff(as_of))
     return ds.name, daily[daily["day"] < cut].reset_index(drop=True), contacts
 
 

@@ -279,7 +279,7 @@ def _nbo_section(inp: ReportInputs, figs: _Figures, go) -> str:
 
 def _campaign_section(inp: ReportInputs, figs: _Figures, go, weeks: int) -> str:
     eff = metrics.campaign_effect(inp.daily, inp.contacts, inp.as_of, weeks=weeks)
-    title = f"7. Campaign effect (observational)"
+    title = "7. Campaign effect (observational)"
     if eff.empty:
         return f'<section id="campaigns"><h2>{title}</h2><p class="note">no campaign with {weeks} weeks of data ' \
                f'after it</p></section>'

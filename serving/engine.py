@@ -3,7 +3,11 @@ catalog in, answers out.
 
 ``ServingState`` is immutable once built; the service swaps a whole new state in when a
 champion alias moves (hot reload), so a request sees one consistent set of models,
-snapshot and catalog. ``score`` and ``recommend`` return plain JSON-ready dicts.
+snapshot and catalog. ``score`` and ``recommend`` return plain JSON-ready dicts. The
+scoring itself (inference, the offer engine, the contact policy) is the scoring core's,
+shared with the nightly batch; everything the state needs from the data comes with the
+published snapshot (features, their windows, the contact history), never from a raw
+source.
 """
 
 from __future__ import annotations
@@ -17,20 +21,19 @@ from datetime import date
 
 import numpy as np
 
-from features.config import FeatureConfig
 from features.definitions import slug
-from serving.catalog import Catalog
-from serving.inference import CompiledModel, block_from_frame, block_from_records, top_reasons
-from serving.nbo import CategorySpend, ContactHistory, ContactState, CustomerScores, arbitrate, offer_reasons, \
-    top_offers
+from features.snapshot import SchemaMismatchError, feature_config
+from scoring.catalog import Catalog
+from scoring.champions import Champion, NotReadyError, categories_of
+from scoring.contacts import ContactHistory, ContactState
+from scoring.inference import SCORE_KEYS, apply_priors, priors, score_block, to_customer_scores, top_reasons
+from scoring.nbo import CategorySpend, CustomerScores, arbitrate, offer_reasons, top_offers
+from training.predictor import block_from_frame, block_from_records
 
 log = logging.getLogger(__name__)
 
-TASKS = ("churn", "next-purchase", "cross-sell", "clv")
 #: snapshot columns the engine reads besides the models' inputs
 EXTRA_COLUMNS = ("rfm_segment", "monetary", "avg_order_value")
-#: days the snapshot's ``monetary`` covers (the feature builder's default RFM window)
-MONETARY_WINDOW_DAYS = FeatureConfig().rfm_window_days
 #: customers sampled from the snapshot for cold-start priors and category spend
 PRIOR_SAMPLE = 5000
 #: reason codes per score
@@ -39,19 +42,6 @@ REASONS_PER_SCORE = 3
 TOP_CATEGORIES = 3
 #: above this many ids a request goes through one get_many instead of single gets
 _SINGLE_GET_LIMIT = 8
-
-
-class NotReadyError(RuntimeError):
-    """The service has nothing to serve yet (and the message says why)."""
-
-
-@dataclass(frozen=True)
-class Champion:
-    task: str
-    name: str  # registered model name, cvm-<task>
-    version: str
-    model: CompiledModel
-    source: str  # where it was loaded from (models:/cvm-churn/3, or a BentoML tag)
 
 
 @dataclass
@@ -81,10 +71,10 @@ class ServingState:
         return ",".join(f"{t}={c.version}" for t, c in self.champions.items())
 
 
-def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog: Catalog,
-                contacts: ContactHistory | None = None) -> ServingState:
-    """Check that models, snapshot and catalog fit together; compute priors. Raises
-    ``NotReadyError`` with the reason when they do not."""
+def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog: Catalog) -> ServingState:
+    """Check that models, snapshot and catalog fit together; compute priors; read the
+    contact history published with the snapshot. Raises ``NotReadyError`` with the reason
+    when they do not fit."""
     if not champions:
         raise NotReadyError("no champion model is registered (train one: cvm train all --as-of DATE)")
     snap = store.current()
@@ -101,81 +91,32 @@ def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog:
                                 f"{snap.version} lacks: {', '.join(missing[:10])}")
         columns += [c for c in ch.model.columns if c not in columns]
         string_columns |= ch.model.string_columns
-    categories: list[str] = list(champions["cross-sell"].model.categories) if "cross-sell" in champions else []
+    categories = categories_of(dict(champions))
     for c in [*EXTRA_COLUMNS, *(f"days_since_{slug(k)}" for k in categories),
               *(f"spend_share_{slug(k)}" for k in categories)]:
         if c in available and c not in columns:
             columns.append(c)
     string_columns |= {c for c in columns if snap.columns.get(c) == "string"}
     catalog.check_categories(categories if categories else [], "offer catalog")
-    state = ServingState(dataset, dict(champions), store, catalog, snap.as_of, snap.version,
-                         CategorySpend({}), {}, contacts, categories, columns, string_columns)
+    try:  # the windows the snapshot's values cover: offer values are scaled by its own
+        windows = feature_config(snap.metadata)
+    except (SchemaMismatchError, ValueError) as exc:
+        raise NotReadyError(f"published snapshot {snap.version}: {exc}") from None
+    history = store.contacts()
+    contacts = ContactHistory.from_frame(history, snap.as_of) if history is not None else None
     ids = store.sample_ids(PRIOR_SAMPLE)
     frame = store.get_many(ids)
     block = block_from_frame(frame, [c for c in columns if c in frame.columns])
     scored = score_block(champions, block, len(ids))
-    state.priors = _priors(scored, categories)
-    if categories and "monetary" in block:
-        state.spend = CategorySpend.from_snapshot(block, categories, MONETARY_WINDOW_DAYS, catalog.horizon_days)
+    spend = (CategorySpend.from_snapshot(block, categories, windows.rfm_window_days, catalog.horizon_days)
+             if categories and "monetary" in block else CategorySpend({}))
     # a smoke test: every model must give finite outputs on real rows before it serves
-    for key in ("churn_probability", "next_purchase_probability", "expected_orders", "clv"):
+    for key in SCORE_KEYS:
         values = scored.get(key)
         if values is not None and len(values) and not np.isfinite(values).any():
             raise NotReadyError(f"{key}: the model gives no finite score on the snapshot's customers")
-    return state
-
-
-def _priors(scored: Mapping[str, np.ndarray], categories: Sequence[str]) -> dict[str, object]:
-    """Population means: the answer for a customer the snapshot does not know."""
-    out: dict[str, object] = {}
-    for key in ("churn_probability", "next_purchase_probability", "expected_orders", "clv"):
-        v = scored.get(key)
-        out[key] = float(np.nanmean(v)) if v is not None and np.isfinite(v).any() else None
-    xs = scored.get("cross_sell")
-    out["cross_sell"] = ([float(np.nanmean(xs[:, k])) if np.isfinite(xs[:, k]).any() else math.nan
-                          for k in range(len(categories))] if xs is not None else [])
-    aov = scored.get("avg_order_value")
-    out["avg_order_value"] = float(np.nanmedian(aov)) if aov is not None and np.isfinite(aov).any() else None
-    return out
-
-
-def score_block(champions: Mapping[str, Champion], block: Mapping[str, np.ndarray], n: int, *,
-                reasons: bool = False) -> dict[str, object]:
-    """Every champion's outputs for ``n`` snapshot rows (a block); with ``reasons``, the
-    TreeSHAP contributions of churn, next-purchase and clv under ``"reasons"``."""
-    out: dict[str, object] = {"reasons": {}}
-    for task, ch in champions.items():
-        m = ch.model
-        if task == "cross-sell":
-            out["cross_sell"] = m.cross_sell(block, n)
-            continue
-        s = m.score(block, n, reasons=reasons)
-        out.update(s.values)
-        if reasons and s.contributions is not None:
-            out["reasons"][task] = (s.contributions, s.inputs, m.features)
-    if "avg_order_value" in block:
-        out["avg_order_value"] = np.asarray(block["avg_order_value"], dtype="float64")
-    return out
-
-
-def to_customer_scores(ids: Sequence[str], found: np.ndarray, block: Mapping[str, np.ndarray],
-                       scored: Mapping[str, object], categories: Sequence[str]) -> CustomerScores:
-    """What the offer engine reads, from ``score_block``'s outputs (NaN for a task without
-    a champion). The service, the batch job and the offline evaluation all build it here."""
-    n, k = len(ids), len(categories)
-
-    def col(key: str) -> np.ndarray:
-        v = scored.get(key)
-        return np.full(n, np.nan) if v is None else np.array(v, dtype="float64")
-
-    xs = scored.get("cross_sell")
-    xs = np.full((n, k), np.nan) if xs is None else np.array(xs)
-    days = (np.column_stack([np.asarray(block[f"days_since_{slug(c)}"], dtype="float64") for c in categories])
-            if k and all(f"days_since_{slug(c)}" in block for c in categories) else np.full((n, k), np.nan))
-    segment = np.asarray(block.get("rfm_segment", np.full(n, None, dtype=object)), dtype=object)
-    return CustomerScores(list(ids), np.asarray(found, dtype=bool), segment, col("churn_probability"),
-                          col("next_purchase_probability"), col("expected_orders"), col("clv"),
-                          col("avg_order_value"), xs, list(categories), days)
+    return ServingState(dataset, dict(champions), store, catalog, snap.as_of, snap.version, spend,
+                        priors(scored, categories), contacts, categories, columns, string_columns)
 
 
 def _fetch(state: ServingState, ids: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -198,15 +139,7 @@ def customer_scores(state: ServingState, ids: Sequence[str], *, reasons: bool = 
     """Scores of ``ids``; unknown customers get the population priors."""
     found, block = _fetch(state, ids)
     scored = score_block(state.champions, block, len(ids), reasons=reasons)
-    cs = to_customer_scores(ids, found, block, scored, state.categories)
-    cold = ~found
-    if cold.any():
-        for key in ("churn_probability", "next_purchase_probability", "expected_orders", "clv", "avg_order_value"):
-            prior = state.priors.get(key)
-            if prior is not None:
-                getattr(cs, key)[cold] = prior
-        if state.categories:
-            cs.cross_sell[cold] = np.asarray(state.priors["cross_sell"], dtype="float64")
+    cs = apply_priors(to_customer_scores(ids, found, block, scored, state.categories), found, state.priors)
     return cs, scored, found, block
 
 
@@ -291,23 +224,3 @@ def recommend(state: ServingState, customer_id: str, k: int = 3, channel: str | 
         why = {state.catalog.offers[j].id: result["why"][0, j] for j in range(len(state.catalog.offers))}
         answer["no_offer_reasons"] = why
     return answer
-
-
-def load_contacts(home, dataset_spec: str, as_of: date, engine: str = "duckdb",
-                  spark_master: str | None = None) -> ContactHistory | None:
-    """The dataset's contact history before ``as_of`` (golden customer ids), or None."""
-    from cvm.engines import open_engine
-    from features.pipeline import linked_tables
-    from sources.dataset import resolve_dataset
-    from sources.load import load_sources
-    from training.dataset import before
-
-    ds = resolve_dataset(dataset_spec, home)
-    if not ds.has("contacts"):
-        return None
-    eng = open_engine(engine, spark_master=spark_master, temp_dir=home.tmp(ensure=True))
-    tables = ("contacts", "identities") if ds.has("identities") else ("contacts",)
-    sources = before(load_sources(ds, eng, tables=tables), as_of)
-    linked, _ = linked_tables(sources, as_of)
-    frame = eng.execute(linked["contacts"].select("customer_id", "campaign_id", "timestamp"))
-    return ContactHistory.from_frame(frame, as_of)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from typing import Annotated
 
@@ -29,7 +28,8 @@ from starlette.responses import Response
 
 from serving import engine
 from serving.http import REQUEST_ID, GuardMiddleware, RequestIdFilter
-from serving.settings import ServiceSettings
+from scoring.champions import NotReadyError
+from serving.settings import SERVICE_NAME, ServiceSettings
 
 log = logging.getLogger("cvm.serving")
 
@@ -188,8 +188,7 @@ def _settings() -> ServiceSettings:
 
 
 @bentoml.service(
-    name="cvm-scoring",
-    workers=int(os.environ.get("CVM_WORKERS", "1")),  # read when BentoML loads the class, never changed
+    name=SERVICE_NAME,  # workers: BentoML's own setting (cvm serve --workers -> BENTOML_CONFIG_OVERRIDES)
     traffic={"timeout": 30, "max_concurrency": 256},
     # GuardMiddleware writes the access log (with the request id). BentoML's OpenTelemetry
     # spans are skipped on the API routes: even unsampled, they pile up in the heap and make
@@ -279,7 +278,7 @@ class CVMService:
         Other workers follow within a second."""
         try:
             outcome = self.holder.load()
-        except engine.NotReadyError as exc:
+        except NotReadyError as exc:
             raise ServiceUnavailable(f"reload failed, still serving the loaded state: {exc}") from None
         self.holder.request_reload_everywhere()
         return ReloadResponse(changed=outcome.changed, model_versions=outcome.versions,

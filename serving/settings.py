@@ -1,45 +1,124 @@
-"""Service settings, from environment variables (``cvm serve`` sets them from its options).
+"""Service settings, from environment variables (``cvm serve`` sets them from its options),
+read when the service starts (never at import).
 
 ========================== ==================================================================
 ``CVM_HOME``               state directory (online store, MLflow database), default ./cvm_home
 ``CVM_DATASET``            dataset whose published snapshot is served (default completejourney)
-``CVM_CATALOG``            offer catalog YAML (default serving/catalogs/<dataset>.yaml)
+``CVM_CATALOG``            offer catalog YAML (default scoring/catalogs/<dataset>.yaml)
 ``CVM_API_KEYS``           comma-separated bearer keys clients must send
 ``CVM_API_KEYS_FILE``      or a file with one key per line (a mounted secret); default
                            ``$CVM_HOME/secrets/api-keys`` when it exists (``make demo`` writes it)
 ``CVM_ADMIN_KEYS``         keys allowed on /admin/reload (or ``CVM_ADMIN_KEYS_FILE``)
 ``CVM_NO_AUTH``            ``1``: accept requests without a key (local use only, warned loudly)
 ``CVM_RELOAD_SECONDS``     how often champions and the snapshot are checked (default 30, 0: never)
-``CVM_WORKERS``            worker processes (default 1), read when BentoML loads the service
 ``CVM_MODEL_SOURCE``       ``mlflow`` (the registry) or ``bentoml`` (models packed in a Bento)
 ``MLFLOW_TRACKING_URI``    registry location (default: the SQLite database under CVM_HOME)
 ========================== ==================================================================
+
+The number of worker processes is BentoML's own setting: ``cvm serve --workers N`` passes
+it in ``BENTOML_CONFIG_OVERRIDES`` (``{"services": {"cvm-scoring": {"workers": N}}}``).
+
+``ServiceEnv`` is the variables as they are (pydantic-settings, one typed field per
+variable); ``ServiceSettings`` is what the service runs with, resolved from them: the home
+made absolute, keys read from their files and checked, the registry URI filled in.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
+
+from base.home import DEFAULT_HOME, Home
 
 #: a key shorter than this is refused: it could be guessed
 MIN_KEY_LENGTH = 16
+#: the BentoML service name (``@bentoml.service(name=...)``), which its worker setting is keyed by
+SERVICE_NAME = "cvm-scoring"
+
+#: the environment ``ServiceEnv`` reads (None: the process's own)
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("cvm_service_environ", default=None)
 
 
 class SettingsError(ValueError):
     """A setting the service cannot start with; the message names the variable."""
 
 
-def _keys(value: str | None, file: str | None, what: str) -> tuple[str, ...]:
-    keys: list[str] = [k.strip() for k in (value or "").split(",") if k.strip()]
-    if file:
-        try:
-            keys += [line.strip() for line in Path(file).read_text().splitlines()
-                     if line.strip() and not line.startswith("#")]
-        except OSError as exc:
-            raise SettingsError(f"{what}_FILE={file} cannot be read: {exc.strerror}") from None
+class _Environ(EnvSettingsSource):
+    """The process environment, or the mapping ``ServiceSettings.from_env`` was given."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = _ENVIRON.get()
+        return parse_env_vars(os.environ if env is None else env, self.case_sensitive, self.env_ignore_empty,
+                              self.env_parse_none_str)
+
+
+def _split(value: object) -> object:
+    """``a,b, c`` -> ``("a", "b", "c")``; a tuple or list passes through."""
+    if isinstance(value, str):
+        return tuple(k.strip() for k in value.split(",") if k.strip())
+    return value
+
+
+class ServiceEnv(BaseSettings):
+    """The service's environment variables, typed (each field is ``CVM_`` + its name, upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="CVM_", case_sensitive=False, extra="forbid", frozen=True)
+
+    home: str | None = Field(None, description="State directory (default ./cvm_home).")
+    dataset: str = Field("completejourney", description="Dataset whose published snapshot is served.")
+    catalog: Path | None = Field(None, description="Offer catalog YAML (default: the dataset's shipped one).")
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field((), description="Comma-separated bearer keys.")
+    api_keys_file: Path | None = Field(None, description="File with one bearer key per line.")
+    admin_keys: Annotated[tuple[str, ...], NoDecode] = Field((), description="Keys allowed on /admin/*.")
+    admin_keys_file: Path | None = Field(None, description="File with one admin key per line.")
+    no_auth: bool = Field(False, description="Accept requests without a key (local use only).")
+    reload_seconds: float = Field(30.0, ge=0, description="Seconds between checks for new champions and "
+                                  "snapshots (0: only on /admin/reload).")
+    model_source: Literal["mlflow", "bentoml"] | None = Field(
+        None, description="Where champions come from (default: bentoml inside a Bento, else mlflow).")
+    mlflow_tracking_uri: str | None = Field(None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI"),
+                                            description="Model registry (default: SQLite under CVM_HOME).")
+
+    @field_validator("api_keys", "admin_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("home", "mlflow_tracking_uri", "catalog", "api_keys_file", "admin_keys_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("no_auth", mode="before")
+    @classmethod
+    def _empty_is_false(cls, value: object) -> object:
+        return False if value == "" else value
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return (init_settings, _Environ(settings_cls))
+
+
+def _read_keys(file: Path | None, what: str) -> list[str]:
+    if file is None:
+        return []
+    try:
+        return [line.strip() for line in Path(file).read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    except OSError as exc:
+        raise SettingsError(f"{what}_FILE={file} cannot be read: {exc.strerror}") from None
+
+
+def _keys(listed: tuple[str, ...], file: Path | None, what: str) -> tuple[str, ...]:
+    keys = [*listed, *_read_keys(file, what)]
     short = [k for k in keys if len(k) < MIN_KEY_LENGTH]
     if short:
         raise SettingsError(f"{what}: {len(short)} key(s) shorter than {MIN_KEY_LENGTH} characters; "
@@ -52,6 +131,8 @@ def default_keys_file(home: Path) -> Path:
 
 
 class ServiceSettings(BaseModel):
+    """What the service runs with, resolved from ``ServiceEnv``."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     home: Path
@@ -72,32 +153,38 @@ class ServiceSettings(BaseModel):
         return v
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, *, in_bento: bool = False) -> "ServiceSettings":
-        from cvm.home import Home
-
-        e = dict(os.environ if env is None else env)
-        home = Home.from_env(e.get("CVM_HOME"))
+    def from_env(cls, env: Mapping[str, str] | None = None, *, in_bento: bool = False) -> "ServiceSettings":
+        """The settings from ``env`` (default: the process environment); ``SettingsError``
+        naming the variable when one cannot be used."""
+        token = _ENVIRON.set(None if env is None else dict(env))
         try:
-            reload_seconds = float(e.get("CVM_RELOAD_SECONDS", "30"))
-        except ValueError:
-            raise SettingsError(f"CVM_RELOAD_SECONDS must be a number of seconds, got {e['CVM_RELOAD_SECONDS']!r}") \
-                from None
-        keys_file = e.get("CVM_API_KEYS_FILE")
-        if not keys_file and not e.get("CVM_API_KEYS") and default_keys_file(home.root).exists():
-            keys_file = str(default_keys_file(home.root))
-        source = e.get("CVM_MODEL_SOURCE") or ("bentoml" if in_bento else "mlflow")
-        if source not in ("mlflow", "bentoml"):
-            raise SettingsError(f"CVM_MODEL_SOURCE must be 'mlflow' or 'bentoml', got {source!r}")
+            raw = ServiceEnv()
+        except ValidationError as exc:
+            problems = "; ".join(f"{_variable(e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise SettingsError(problems) from None
+        finally:
+            _ENVIRON.reset(token)
+        home = Home.from_env(raw.home or DEFAULT_HOME)
+        keys_file = raw.api_keys_file
+        if keys_file is None and not raw.api_keys and default_keys_file(home.root).exists():
+            keys_file = default_keys_file(home.root)
         settings = cls(
-            home=home.root, dataset=e.get("CVM_DATASET", "completejourney"),
-            catalog=Path(e["CVM_CATALOG"]) if e.get("CVM_CATALOG") else None,
-            api_keys=_keys(e.get("CVM_API_KEYS"), keys_file, "CVM_API_KEYS"),
-            admin_keys=_keys(e.get("CVM_ADMIN_KEYS"), e.get("CVM_ADMIN_KEYS_FILE"), "CVM_ADMIN_KEYS"),
-            no_auth=e.get("CVM_NO_AUTH", "").lower() in ("1", "true", "yes"),
-            reload_seconds=reload_seconds, model_source=source,  # type: ignore[arg-type]
-            tracking_uri=e.get("MLFLOW_TRACKING_URI") or home.mlflow_tracking_uri(),
+            home=home.root, dataset=raw.dataset, catalog=raw.catalog,
+            api_keys=_keys(raw.api_keys, keys_file, "CVM_API_KEYS"),
+            admin_keys=_keys(raw.admin_keys, raw.admin_keys_file, "CVM_ADMIN_KEYS"),
+            no_auth=raw.no_auth, reload_seconds=raw.reload_seconds,
+            model_source=raw.model_source or ("bentoml" if in_bento else "mlflow"),
+            tracking_uri=raw.mlflow_tracking_uri or home.default_mlflow_uri(),
         )
         if not settings.api_keys and not settings.no_auth:
             raise SettingsError("no API key configured: set CVM_API_KEYS (comma-separated) or CVM_API_KEYS_FILE, "
                                 "or CVM_NO_AUTH=1 for local use only")
         return settings
+
+
+def _variable(loc: tuple) -> str:
+    """The environment variable a validation error is about."""
+    if not loc:
+        return "environment"
+    name = str(loc[0])
+    return name.upper() if name.upper().startswith("MLFLOW_") else f"CVM_{name.upper()}"

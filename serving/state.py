@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving.engine import Champion, NotReadyError, ServingState, build_state, load_contacts
+from scoring.champions import Champion, NotReadyError
+from serving.engine import ServingState, build_state
 from serving.settings import ServiceSettings
 
 log = logging.getLogger("cvm.serving.state")
@@ -46,7 +47,6 @@ class StateHolder:
         self._token_mtime: float | None = None
         self._on_failure = on_failure or (lambda task: None)
         self._on_reload = on_reload or (lambda: None)
-        self._contacts_cache: tuple[object, object] | None = None
         self._rejected: dict[str, str] = {}  # task -> version that failed to load (not retried)
         self._dataset_name: str | None = None
 
@@ -54,60 +54,44 @@ class StateHolder:
         """``CVM_DATASET`` may be a built-in name or a dataset directory: its name keys the store."""
         if self._dataset_name is None:
             spec = self.settings.dataset
-            if self.settings.model_source == "mlflow" and Path(spec).is_dir():
-                from cvm.home import Home
-                from sources.dataset import resolve_dataset
+            if self.settings.model_source == "mlflow":
+                from sources.dataset import dataset_name
 
-                self._dataset_name = resolve_dataset(spec, Home(self.settings.home)).name
+                self._dataset_name = dataset_name(spec)
             else:
                 self._dataset_name = spec
         return self._dataset_name
 
     # ------------------------------------------------------------------ sources
     def _source(self):
-        from serving.loader import BentoSource, RegistrySource
+        from scoring.champions import RegistrySource
+        from serving.bento import BentoSource
 
         if self.settings.model_source == "bentoml":
             return BentoSource()
         return RegistrySource(self.settings.tracking_uri)
 
     def _store(self):
-        from cvm.home import Home
+        from base.home import Home
         from features.online_store import SQLiteOnlineStore, open_online_store
 
         if self.settings.model_source == "bentoml":
-            from serving.loader import BentoSource
+            from serving.bento import BentoSource
 
             return SQLiteOnlineStore(BentoSource.snapshot_root(), dataset=self.settings.dataset)
         return open_online_store(Home(self.settings.home), self.dataset_name())
 
     def _catalog(self):
-        from serving.catalog import default_catalog_path, load_catalog
+        from scoring.catalog import default_catalog_path, load_catalog
 
         path = self.settings.catalog
         if path is None and self.settings.model_source == "bentoml":
             import bentoml
 
-            from serving.loader import SNAPSHOT_MODEL
+            from serving.bento import SNAPSHOT_MODEL
 
             path = Path(bentoml.models.get(f"{SNAPSHOT_MODEL}:latest").path) / "catalog.yaml"
         return load_catalog(path or default_catalog_path(self.dataset_name()))
-
-    def _contacts(self, as_of):
-        if self.settings.model_source == "bentoml":
-            return None
-        if self._contacts_cache is not None and self._contacts_cache[0] == as_of:
-            return self._contacts_cache[1]
-        from cvm.home import Home
-
-        try:
-            contacts = load_contacts(Home(self.settings.home), self.settings.dataset, as_of)
-        except Exception as exc:  # noqa: BLE001 - the contact policy is skipped, loudly, not the service
-            log.error("contact history of %s unavailable (%s: %s); caps and cooldowns cannot be applied",
-                      self.settings.dataset, type(exc).__name__, exc)
-            contacts = None
-        self._contacts_cache = (as_of, contacts)
-        return contacts
 
     # ------------------------------------------------------------------ loading
     def load(self, *, force: bool = False) -> LoadOutcome:
@@ -153,7 +137,7 @@ class StateHolder:
                 if old is not None:
                     champions[task] = old
                     log.error("%s keeps serving version %s", task, old.version)
-        state = build_state(self.dataset_name(), champions, store, self._catalog(), self._contacts(snap.as_of))
+        state = build_state(self.dataset_name(), champions, store, self._catalog())
         changed = current is None or state.model_versions != current.model_versions \
             or state.snapshot_version != current.snapshot_version
         self.state = state  # one reference swap: requests in flight keep the state they read

@@ -30,7 +30,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from cvm.engines import replace_directory
+from base.atomic import replace_directory
 
 NAME = "completejourney"
 #: bump when the mapping changes so materialised copies are rebuilt

@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from cvm.home import Home, safe_name
+from base.home import Home, safe_name
 from sources.contract import TABLES
 
 FileFormat = Literal["parquet", "csv"]
@@ -143,3 +143,12 @@ def resolve_dataset(spec: str, home: Home, *, progress: bool = False) -> Dataset
     raise DatasetError(
         f"dataset {spec!r} is neither an existing directory nor a built-in name ({', '.join(BUILTINS)})"
     )
+
+
+def dataset_name(spec: str) -> str:
+    """The name that keys a dataset's state (snapshots, online store, batch outputs) without
+    materialising it: a directory's configured name, or the built-in name itself."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return open_directory(path).name
+    return safe_name(spec)

@@ -13,7 +13,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from cvm.engines import Engine, replace_directory
+from base.atomic import replace_directory
+from base.engines import Engine
 from sources.contract import TABLES
 from sources.dataset import Dataset, DatasetError, TableFiles
 from sources.validate import (
@@ -178,3 +179,14 @@ def _attach_category(clean: dict[str, ibis.Table], dataset: Dataset,
     tx = tx.drop("category") if "category" in tx.columns else tx
     joined = tx.left_join(catalog, tx.product_id == catalog.product_id)
     return joined.select(*[tx[c] for c in tx.columns], category=joined["_cat"]), column
+
+
+def check_sources(dataset: Dataset, home, *, validation: ValidationConfig | None = None
+                  ) -> tuple[dict[str, TableReport], Path]:
+    """``cvm sources check``: validate every table on an embedded engine (closed after),
+    bad rows quarantined under the home. Returns the reports and the quarantine folder."""
+    from base.engines import open_engine
+
+    qdir = home.quarantine(dataset.name, ensure=True)
+    with open_engine("duckdb", temp_dir=home.tmp(ensure=True)) as engine:
+        return load_sources(dataset, engine, validation=validation, quarantine_dir=qdir).reports, qdir

@@ -94,7 +94,7 @@ def write_dataset(root: Path, tables: dict[str, pd.DataFrame], fmt: str = "parqu
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    from cvm.home import Home
+    from base.home import Home
 
     monkeypatch.setenv("CVM_HOME", str(tmp_path / "home"))
     return Home.from_env()
@@ -108,13 +108,15 @@ def tiny_dataset(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def duckdb_engine():
-    from cvm.engines import DuckDBEngine
+    from base.engines import DuckDBEngine
 
-    return DuckDBEngine(threads=2)
+    with DuckDBEngine(threads=2) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="session")
 def spark_engine():
-    from cvm.engines import SparkEngine
+    from base.engines import SparkEngine
 
-    return SparkEngine(master="local[2]")
+    with SparkEngine(master="local[2]") as engine:  # the JVM is stopped at the end of the session
+        yield engine

@@ -24,7 +24,7 @@ import mlflow.pyfunc
 import pandas as pd
 import pytest
 
-from cvm.home import Home
+from base.home import Home
 
 SERVER_START_TIMEOUT_S = 60.0
 

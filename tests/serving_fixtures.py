@@ -68,9 +68,9 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> ServedHome:
     """Synthetic 600 customers: features built and published at AS_OF, four champions
     trained with tiny budgets into the home's SQLite registry, a catalog for them."""
     from cvm.cli import app
-    from serving.loader import RegistrySource
+    from scoring.champions import RegistrySource
     from sources.synth import generate
-    from training.config import TASKS
+    from training.tasks import TASKS
 
     root = tmp_path_factory.mktemp("served")
     data = root / "synth-600"

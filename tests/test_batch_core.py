@@ -12,19 +12,24 @@ import pytest
 
 from batch.job import ReconciliationError, output_dir, reconcile, run_scoring
 from batch.score import SCORE_COLUMNS, score_snapshot, segment_migration
-from serving.catalog import parse_catalog
+from features.snapshot import feature_config, read_metadata
+from scoring.catalog import parse_catalog
+from scoring.champions import RegistrySource
 from serving.engine import build_state, score
-from serving.loader import RegistrySource
 from tests.serving_fixtures import AS_OF, catalog_for
 
 DAY = date.fromisoformat(AS_OF)
+#: the RFM window of the served home's snapshots (the feature builder's default)
+WINDOW = 365
 
 
 @pytest.fixture(scope="module")
 def parts(served_home):
     src = RegistrySource(f"sqlite:///{served_home.home / 'mlflow' / 'mlflow.db'}")
     champions = {t: src.load(t, v) for t, v in src.versions().items()}
-    snapshot = pd.read_parquet(served_home.home / "features" / served_home.name / f"as_of={AS_OF}")
+    root = served_home.home / "features" / served_home.name
+    snapshot = pd.read_parquet(root / f"as_of={AS_OF}")
+    assert feature_config(read_metadata(root, DAY)).rfm_window_days == WINDOW
     return champions, snapshot, parse_catalog(catalog_for(served_home.categories))
 
 
@@ -32,7 +37,7 @@ def test_batch_scores_equal_the_service(parts, served_home):
     from features.online_store import SQLiteOnlineStore
 
     champions, snapshot, catalog = parts
-    out = score_snapshot(snapshot, champions, catalog, DAY, chunk_rows=97)  # several chunks
+    out = score_snapshot(snapshot, champions, catalog, DAY, window_days=WINDOW, chunk_rows=97)  # several chunks
     assert list(out.scores.columns) == list(SCORE_COLUMNS) and len(out.scores) == len(snapshot)
     assert out.missing_tasks == []
     state = build_state("x", champions, SQLiteOnlineStore(served_home.home / "online" / served_home.name), catalog)
@@ -53,7 +58,7 @@ def test_batch_scores_equal_the_service(parts, served_home):
 def test_missing_champion_leaves_null_columns(parts):
     champions, snapshot, catalog = parts
     some = {t: c for t, c in champions.items() if t != "clv"}
-    out = score_snapshot(snapshot, some, catalog, DAY)
+    out = score_snapshot(snapshot, some, catalog, DAY, window_days=WINDOW)
     assert out.missing_tasks == ["clv"]
     assert out.scores.clv.isna().all() and out.scores.churn_probability.notna().all()
 
@@ -61,9 +66,9 @@ def test_missing_champion_leaves_null_columns(parts):
 def test_outputs_are_idempotent_and_match_the_manifest(parts, tmp_path):
     champions, snapshot, catalog = parts
     info = {"path": "x", "rows": len(snapshot)}
-    a = run_scoring(snapshot, info, champions, catalog, None, DAY, tmp_path)
+    a = run_scoring(snapshot, info, champions, catalog, None, DAY, tmp_path, window_days=WINDOW)
     files_a = {f: (a.out_dir / f).read_bytes() for f in ("scores.parquet", "cross_sell.parquet", "offers.parquet")}
-    b = run_scoring(snapshot, info, champions, catalog, None, DAY, tmp_path)
+    b = run_scoring(snapshot, info, champions, catalog, None, DAY, tmp_path, window_days=WINDOW)
     assert b.out_dir == a.out_dir == output_dir(tmp_path, DAY)
     for f, content in files_a.items():
         assert (b.out_dir / f).read_bytes() == content, f
@@ -78,7 +83,7 @@ def test_outputs_are_idempotent_and_match_the_manifest(parts, tmp_path):
 def test_a_failure_before_the_swap_leaves_the_previous_output(parts, tmp_path):
     champions, snapshot, catalog = parts
     info = {"rows": len(snapshot)}
-    first = run_scoring(snapshot, info, champions, catalog, None, DAY, tmp_path)
+    first = run_scoring(snapshot, info, champions, catalog, None, DAY, tmp_path, window_days=WINDOW)
     before = (first.out_dir / "scores.parquet").read_bytes()
 
     def crash(_staging):
@@ -87,7 +92,7 @@ def test_a_failure_before_the_swap_leaves_the_previous_output(parts, tmp_path):
     changed = snapshot.copy()
     changed["recency_days"] = changed["recency_days"] + 30
     with pytest.raises(OSError):
-        run_scoring(changed, info, champions, catalog, None, DAY, tmp_path, before_swap=crash)
+        run_scoring(changed, info, champions, catalog, None, DAY, tmp_path, window_days=WINDOW, before_swap=crash)
     assert (first.out_dir / "scores.parquet").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [f"as_of={AS_OF}"]
 

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from serving.catalog import CatalogError, default_catalog_path, load_catalog, parse_catalog
-from serving.nbo import CategorySpend, ContactHistory, ContactState, CustomerScores, arbitrate, top_offers
+from scoring.catalog import CatalogError, default_catalog_path, load_catalog, parse_catalog
+from scoring.contacts import ContactHistory, ContactState
+from scoring.nbo import CategorySpend, CustomerScores, arbitrate, top_offers
 
 CJ_CATEGORIES = ['GROCERY', 'DRUG GM', 'PRODUCE', 'COSMETICS', 'NUTRITION', 'MEAT', 'MEAT-PCKGD', 'DELI']
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cvm.config import ConfigError, load_config
+from base.config import ConfigError
+from training.experiment import load_config
 
 EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
 

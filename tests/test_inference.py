@@ -1,4 +1,5 @@
-"""The numpy inference path (service and batch) against the models' own predict."""
+"""The one prediction path (service, batch, MLflow pyfunc) against the training-side
+matrices: FeatureEncoder over the pandas design, sklearn's calibrator, LightGBM."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.engine import Champion, build_state, score
-from serving.inference import CompiledModel, block_from_frame, block_from_records
-from serving.loader import RegistrySource
+from features.definitions import slug
+from scoring.champions import Champion, RegistrySource
+from serving.engine import build_state, score
 from tests.serving_fixtures import AS_OF
 from training.bgnbd import bgnbd_predictions
+from training.predictor import block_from_frame, block_from_records
 
 
 @pytest.fixture(scope="module")
@@ -24,20 +26,57 @@ def snapshot(served_home) -> pd.DataFrame:
     return pd.read_parquet(served_home.home / "features" / served_home.name / f"as_of={AS_OF}")
 
 
-def test_compiled_models_equal_taskmodel_predict(champions, snapshot):
+def _training_side(model, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """A champion's outputs computed the way training computes them, independently of the
+    predictor: the encoder's matrix of the pandas design, booster.predict, sklearn's
+    calibrator, the pandas BG/NBD offset."""
+    x = model.matrix(frame)
+    if model.task == "clv":
+        return {"clv": np.clip(model.booster.predict(x) + model.clv_offset(frame), 0.0, None)}
+    p = model.calibrator.transform(model.booster.predict(x))
+    if model.task == "churn":
+        return {"churn_probability": p}
+    return {"next_purchase_probability": p, "expected_orders": np.clip(model.count_booster.predict(x), 0.0, None)}
+
+
+def _cross_sell_rows(snapshot: pd.DataFrame, model) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """(customer, category) rows of the cross-sell population, by hand: categories the
+    customer has not bought in the lookback days (or never)."""
+    parts, rows, cats = [], [], []
+    for k, c in enumerate(model.categories):
+        days = snapshot[f"days_since_{slug(c)}"].to_numpy(dtype="float64")
+        hit = np.flatnonzero(np.isnan(days) | (days > model.lookback_days))
+        parts.append(snapshot.iloc[hit].assign(category=c))
+        rows.append(hit)
+        cats.append(np.full(len(hit), k))
+    return pd.concat(parts, ignore_index=True), np.concatenate(rows), np.concatenate(cats)
+
+
+def test_the_prediction_path_equals_the_training_side(champions, snapshot):
     n = len(snapshot)
     for task, ch in champions.items():
-        ref = ch.model.model.predict(snapshot)
+        model = ch.model.model
         block = block_from_frame(snapshot, ch.model.columns)
         if task == "cross-sell":
+            pairs, rows, cats = _cross_sell_rows(snapshot, model)
+            want = model.calibrator.transform(model.booster.predict(model.matrix(pairs)))
             got = ch.model.cross_sell(block, n)
-            want = ref.drop(columns="customer_id").to_numpy()
-            assert (np.isnan(got) == np.isnan(want)).all()
-            np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=0, atol=1e-12)
+            np.testing.assert_allclose(got[rows, cats], want, rtol=0, atol=1e-12)
+            outside = np.ones_like(got, dtype=bool)
+            outside[rows, cats] = False
+            assert np.isnan(got[outside]).all()
+            # the pyfunc's wide frame is the same matrix
+            wide = model.predict(snapshot).drop(columns="customer_id").to_numpy()
+            np.testing.assert_array_equal(np.isnan(wide), np.isnan(got))
+            np.testing.assert_allclose(wide[~np.isnan(wide)], got[~np.isnan(got)], rtol=0, atol=0)
             continue
+        want = _training_side(model, snapshot)
         out = ch.model.score(block, n, reasons=True).values
+        assert set(out) == set(want)
         for key, values in out.items():
-            np.testing.assert_allclose(values, ref[key].to_numpy(), rtol=0, atol=1e-12, err_msg=f"{task} {key}")
+            np.testing.assert_allclose(values, want[key], rtol=0, atol=1e-12, err_msg=f"{task} {key}")
+        # and the training matrix is the predictor's matrix
+        np.testing.assert_array_equal(ch.model.matrix(block, n)[0], model.matrix(snapshot))
 
 
 def test_single_records_score_like_frames(champions, snapshot):
@@ -86,8 +125,8 @@ def test_bgnbd_numpy_formulas_equal_lifetimes():
 def test_state_refuses_a_snapshot_without_the_models_features(champions, served_home, tmp_path):
     """A model whose inputs the published snapshot lacks is not served (clear reason)."""
     from features.online_store import SQLiteOnlineStore
-    from serving.catalog import parse_catalog
-    from serving.engine import NotReadyError
+    from scoring.catalog import parse_catalog
+    from scoring.champions import NotReadyError
     from tests.serving_fixtures import catalog_for
 
     snap_dir = served_home.home / "features" / served_home.name / f"as_of={AS_OF}"

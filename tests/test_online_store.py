@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from pandas.testing import assert_frame_equal
 
-from cvm.home import Home
+from base.home import Home
 from features.online_store import (
     NoSnapshotError,
     PublishedSnapshot,

@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from cvm.home import Home
+from base.home import Home
 from tests.mlflow_fixtures import tiny_pyfunc_model
 from training import registry as R
 from training import tracking

@@ -14,7 +14,7 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from serving.loader import RegistrySource
+from scoring.champions import RegistrySource
 from tests.serving_fixtures import ADMIN_KEY, API_KEY, AS_OF, start_server, stop_server
 
 
@@ -313,19 +313,34 @@ def test_serve_refuses_a_bad_catalog_and_missing_keys(served_home, tmp_path, mon
 
 
 def test_bento_serves_without_mlflow(served_home, tmp_path):
-    """`cvm bento` packs champions, snapshot and catalog; the built Bento serves with no
-    MLflow registry reachable and an empty CVM_HOME."""
+    """`cvm bento` packs champions, snapshot (with its contact history) and catalog; the built
+    Bento serves with no MLflow registry reachable and an empty CVM_HOME, and applies the
+    contact caps: a customer at the cap gets no offer, one without contacts gets offers."""
     import os
     import subprocess
     import sys
 
+    from features.snapshot import read_contacts
+    from scoring.catalog import parse_catalog
+    from scoring.contacts import ContactHistory
     from tests.mlflow_fixtures import _free_port
-    from tests.serving_fixtures import REPO, Server, stop_server, wait_ready_or_fail
+    from tests.serving_fixtures import REPO, Server, catalog_for, stop_server, wait_ready_or_fail
+
+    # one contact in the 60 days before as_of reaches this catalog's cap
+    capped = catalog_for(served_home.categories)
+    capped["contact_policy"]["caps"] = [{"max_contacts": 1, "window_days": 60}]
+    catalog = tmp_path / "capped.yaml"
+    catalog.write_text(yaml.safe_dump(capped, sort_keys=False))
+    snap_dir = served_home.home / "features" / served_home.name / f"as_of={AS_OF}"
+    history = ContactHistory.from_frame(read_contacts(snap_dir), pd.Timestamp(AS_OF).date())
+    ids = pd.read_parquet(snap_dir, columns=["customer_id"]).customer_id.astype(str).tolist()
+    at_cap = history.state(ids, parse_catalog(capped)).total[:, 0] >= 1
+    assert 0 < at_cap.sum() < len(ids)
 
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update({"BENTOML_HOME": str(tmp_path / "bentoml"), "MLFLOW_DISABLE_TELEMETRY": "true"})
     built = subprocess.run([sys.executable, "-m", "cvm.cli", "bento", "--dataset", str(served_home.dataset),
-                            "--catalog", str(served_home.catalog), "--home", str(served_home.home)],
+                            "--catalog", str(catalog), "--home", str(served_home.home)],
                            env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     assert "packed cvm-churn:" in built.stdout and "packed cvm-online-snapshot:" in built.stdout
@@ -343,8 +358,17 @@ def test_bento_serves_without_mlflow(served_home, tmp_path):
         wait_ready_or_fail(srv)
         with srv.client() as c:
             r = c.post("/score", json={"customer_ids": ["no-one", "1"]})
-        assert r.status_code == 200, r.text
-        assert r.json()["model_versions"] == {"churn": "1", "next-purchase": "1", "cross-sell": "1", "clv": "1"}
-        assert r.json()["as_of"] == AS_OF
+            assert r.status_code == 200, r.text
+            assert r.json()["model_versions"] == {"churn": "1", "next-purchase": "1", "cross-sell": "1", "clv": "1"}
+            assert r.json()["as_of"] == AS_OF
+            capped_answers = [c.post("/recommend", json={"customer_id": cid, "k": 3}).json()
+                              for cid in np.asarray(ids)[at_cap][:5]]
+            free = [c.post("/recommend", json={"customer_id": cid, "k": 3}).json()
+                    for cid in np.asarray(ids)[~at_cap][:20]]
+        for answer in capped_answers:
+            assert answer["offers"] == [], answer
+            assert "contact cap reached" in answer["no_offer_reasons"].values(), answer
+        assert any(answer["offers"] for answer in free)
+        assert not any("contact cap reached" in (a.get("no_offer_reasons") or {}).values() for a in free)
     finally:
         stop_server(srv)

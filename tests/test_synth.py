@@ -289,7 +289,7 @@ def test_quality_counts_equal_the_bad_rows_present(world):
 
 @pytest.fixture(scope="module")
 def load_reports(world) -> dict:
-    from cvm.engines import DuckDBEngine
+    from base.engines import DuckDBEngine
     from sources.load import load_sources
 
     engine = DuckDBEngine(threads=1)
@@ -328,7 +328,7 @@ def test_csv_mode_writes_text_with_counted_text_problems(tmp_path):
     assert (tx.customer_id == "").sum() == bad["null_customer_id"]
     assert (tx.amount == "nan").sum() == bad["nan_amount"]
 
-    from cvm.engines import DuckDBEngine
+    from base.engines import DuckDBEngine
     from sources.load import load_sources
 
     engine = DuckDBEngine(threads=1)

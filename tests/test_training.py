@@ -16,12 +16,12 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from cvm.cli import app
-from cvm.config import load_config
-from cvm.engines import DuckDBEngine
-from cvm.home import Home
+from training.experiment import load_config
+from base.engines import DuckDBEngine
+from base.home import Home
 from sources.dataset import resolve_dataset
 from sources.synth import generate
-from training.config import TASKS
+from training.tasks import TASKS
 
 from tests.serving_fixtures import AS_OF, REPO, SMALL_TRAIN
 

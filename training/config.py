@@ -10,11 +10,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Task = Literal["churn", "next-purchase", "cross-sell", "clv"]
-TASKS: tuple[Task, ...] = ("churn", "next-purchase", "cross-sell", "clv")
-
-#: label horizon (days) per task when the config does not say; clv: longest the data allows
-DEFAULT_HORIZON: dict[str, int | None] = {"churn": 28, "next-purchase": 14, "cross-sell": 28, "clv": None}
 
 
 class Strict(BaseModel):

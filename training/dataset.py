@@ -9,19 +9,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date
 
 import ibis
 import pandas as pd
 
+from base.dates import cutoff
 from features.build import build_features
 from features.definitions import FeatureSet
-from features.pipeline import linked_tables
+from profiles.link import linked_tables
 from profiles.config import ResolutionConfig
 from sources.load import Sources
 from training import labels as L
-from training.config import LabelConfig, Task
+from training.config import LabelConfig
 from training.origins import Origins
+from training.tasks import Task
 
 #: the column holding each table's time (tables not listed are timeless)
 TIME_COLUMNS = {"transactions": "timestamp", "events": "timestamp", "contacts": "timestamp",
@@ -35,7 +37,7 @@ class TaskUnavailableError(ValueError):
 
 def before(sources: Sources, until: date) -> Sources:
     """The same sources with every dated row at or after ``until`` removed."""
-    cut = ibis.timestamp(datetime.combine(until, time()))
+    cut = ibis.timestamp(cutoff(until))
     tables = {}
     for name, t in sources.tables.items():
         col = TIME_COLUMNS.get(name)

@@ -9,16 +9,17 @@ instants, so DuckDB and Spark compare the same values.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import date, timedelta
 
 import ibis
 import ibis.expr.datatypes as dt
 
+from base.dates import cutoff
 from features.build import MONEY_DECIMALS
 
 
 def _at(day: date) -> ibis.TimestampScalar:
-    return ibis.timestamp(datetime.combine(day, time()))
+    return ibis.timestamp(cutoff(day))
 
 
 def _window(tx: ibis.Table, start: date, end: date) -> ibis.Table:

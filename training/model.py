@@ -1,24 +1,24 @@
 """The model a task ships: feature snapshot rows in, scores out.
 
 ``TaskModel`` holds everything prediction needs (input columns, the encoder, optional
-BG/NBD inputs, LightGBM boosters, the calibrator) so that training, the batch job and the
-service all call the same ``predict``. ``PyfuncModel`` wraps it for MLflow; its
-``predict`` returns probabilities (never class labels).
+BG/NBD inputs, LightGBM boosters, the calibrator). Every score it gives goes through its
+``predictor()`` (``training.predictor``), the one prediction path the training
+evaluation, the MLflow pyfunc, the service and the batch share. ``design`` and ``matrix``
+are the training side: the pandas frames a model is fitted on. ``PyfuncModel`` wraps it
+for MLflow; its ``predict`` returns probabilities (never class labels).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
 from features.definitions import slug
-
-#: columns a cross-sell row adds to the customer's features
-CROSS_SELL_CONTEXT = ("xs_category", "xs_days_since", "xs_spend_share")
+from training.predictor import CROSS_SELL_CONTEXT, Predictor, block_from_frame
 
 
 def cross_sell_context(frame: pd.DataFrame, categories: Sequence[str]) -> pd.DataFrame:
@@ -35,18 +35,6 @@ def cross_sell_context(frame: pd.DataFrame, categories: Sequence[str]) -> pd.Dat
     out["xs_days_since"] = days
     out["xs_spend_share"] = share
     return out
-
-
-def expand_categories(customers: pd.DataFrame, categories: Sequence[str], lookback_days: int) -> pd.DataFrame:
-    """One row per (customer, category) the customer has not bought in the lookback days:
-    the cross-sell population, as the labels define it."""
-    n, k = len(customers), len(categories)
-    rows = customers.loc[customers.index.repeat(k)].reset_index(drop=True)
-    rows["category"] = np.tile(np.asarray(categories, dtype=object), n)
-    days = np.column_stack([customers[f"days_since_{slug(c)}"].astype("float64").to_numpy() for c in categories]
-                           ).reshape(-1) if k else np.empty(0)
-    keep = np.isnan(days) | (days > lookback_days)
-    return rows[keep].reset_index(drop=True)
 
 
 @dataclass
@@ -123,60 +111,76 @@ class TaskModel:
         return self.encoder.transform(self.design(frame))
 
     # ----------------------------------------------------------------- outputs
-    def _probability(self, booster, x: np.ndarray) -> np.ndarray:
-        p = booster.predict(x)
-        return self.calibrator.transform(p) if self.calibrator is not None else p
+    def predictor(self) -> Predictor:
+        """The fast form, built on first use and kept (a finished model never changes)."""
+        cached = self.__dict__.get("_predictor")
+        if cached is None:
+            cached = self.__dict__["_predictor"] = Predictor(self)
+        return cached
 
-    def score_rows(self, frame: pd.DataFrame) -> np.ndarray:
-        """The main score of each row (probability, or value for clv)."""
-        x = self.matrix(frame)
-        if self.task == "clv":
-            return np.clip(self.booster.predict(x) + self.clv_offset(frame), 0.0, None)
-        if self.task == "cross-sell" and self.per_category:
-            out = np.full(len(frame), np.nan)
-            cats = frame["category"].to_numpy()
-            for c, booster in self.per_category.items():
-                hit = cats == c
-                if hit.any():
-                    out[hit] = self._probability(booster, x[hit])
-            return out
-        return self._probability(self.booster, x)
+    def __setattr__(self, name: str, value: object) -> None:
+        self.__dict__.pop("_predictor", None)  # a part changed: the fast form is rebuilt
+        object.__setattr__(self, name, value)
+
+    def with_parts(self, **parts: object) -> "TaskModel":
+        """A copy with some parts replaced (the training pipeline assembles a model in steps)."""
+        return replace(self, **parts)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_predictor", None)  # rebuilt on load: never pickled into MLflow
+        return state
+
+    def _rows(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        p = self.predictor()
+        block = block_from_frame(frame, [c for c in p.columns if c in frame.columns])
+        categories = frame["category"].astype(object).to_numpy() if self.task == "cross-sell" else None
+        return block, categories
+
+    def score_rows(self, frame: pd.DataFrame, *, calibrated: bool = True) -> np.ndarray:
+        """The main score of each row (probability, or value for clv); cross-sell rows are
+        (customer, category) pairs with a ``category`` column."""
+        block, categories = self._rows(frame)
+        return self.predictor().row_scores(block, len(frame), categories, calibrated=calibrated)
+
+    def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Per-row feature contributions to the main score (LightGBM TreeSHAP, raw scale)."""
+        block, categories = self._rows(frame)
+        contrib, _ = self.predictor().row_contributions(block, len(frame), categories)
+        return pd.DataFrame(contrib, columns=self.features)
+
+    def inputs(self, frame: pd.DataFrame) -> np.ndarray:
+        """The float32 matrix the predictor scores these rows on (what contributions are of)."""
+        block, categories = self._rows(frame)
+        return self.predictor().row_inputs(block, len(frame), categories)[0]
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Scores for snapshot rows (one per customer), keyed by ``customer_id``."""
         if self.task == "cross-sell" and frame["customer_id"].duplicated().any():
             raise ValueError("cross-sell scores one snapshot row per customer; customer_id has duplicates")
-        ids = frame["customer_id"].to_numpy()
+        p = self.predictor()
+        missing = [c for c in p.columns if c not in frame.columns]
+        if missing:
+            raise KeyError(f"input lacks the model's feature column(s): {', '.join(missing)}")
+        n = len(frame)
+        block = block_from_frame(frame, p.columns)
+        out = pd.DataFrame({"customer_id": frame["customer_id"].to_numpy()})
         if self.task == "cross-sell":
-            rows = expand_categories(frame.reset_index(drop=True), self.categories, self.lookback_days)
-            p = self.score_rows(rows) if len(rows) else np.empty(0)
-            wide = pd.DataFrame({"customer_id": rows["customer_id"], "category": rows["category"], "p": p})
-            wide = wide.pivot(index="customer_id", columns="category", values="p")
-            out = pd.DataFrame({"customer_id": ids})
-            for c in self.categories:
-                col = wide[c] if c in wide.columns else pd.Series(dtype="float64")
-                out[f"cross_sell_{slug(c)}"] = out["customer_id"].map(col).astype("float64")
+            wide = p.cross_sell(block, n)
+            for k, c in enumerate(self.categories):
+                out[f"cross_sell_{slug(c)}"] = wide[:, k]
             return out
-        if self.task == "churn":
-            return pd.DataFrame({"customer_id": ids, "churn_probability": self.score_rows(frame)})
-        if self.task == "next-purchase":
-            x = self.matrix(frame)
-            return pd.DataFrame({"customer_id": ids,
-                                 "next_purchase_probability": self._probability(self.booster, x),
-                                 "expected_orders": np.clip(self.count_booster.predict(x), 0.0, None)})
-        return pd.DataFrame({"customer_id": ids, "clv": self.score_rows(frame)})
+        for key, values in p.score(block, n).values.items():
+            out[key] = values
+        return out
 
     def clv_offset(self, frame: pd.DataFrame) -> np.ndarray:
         """clv boosts from BG/NBD + Gamma-Gamma: the trees learn the correction to the
-        textbook expected spend (0 when the model was trained without it)."""
+        textbook expected spend (0 when the model was trained without it). Training's
+        view: the frame's rows must all be valid BG/NBD inputs."""
         if not self.residual_of_bgnbd:
             return np.zeros(len(frame))
         return self.bgnbd.transform(frame, self.horizon_days)["bgnbd_expected_spend"].to_numpy()
-
-    def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Per-row feature contributions to the main score (LightGBM TreeSHAP, raw scale)."""
-        contrib = self.booster.predict(self.matrix(frame), pred_contrib=True)
-        return pd.DataFrame(contrib[:, :-1], columns=self.features)
 
 
 class PyfuncModel(mlflow.pyfunc.PythonModel):

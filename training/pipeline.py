@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cvm.config import ProjectConfig
-from cvm.engines import Engine
-from cvm.home import Home
+from features.build_config import BuildConfig
+from base.engines import Engine
+from base.home import Home
 from features.definitions import FeatureSet, declare
 from features.pipeline import dataset_shape
 from sources.dataset import Dataset
@@ -30,17 +30,16 @@ from training import metrics as M
 from training.baselines import Baselines, baselines
 from training.bgnbd import BGNBD
 from training.bgnbd import OUTPUT_COLUMNS as BGNBD_OUTPUTS
-from training.config import DEFAULT_HORIZON, Task, TrainConfig
+from training.config import TrainConfig
+from training.tasks import TASK_SPECS, Task
 from training.dataset import TrainingData, assemble, before, check_task, data_start
 from training.encode import FeatureEncoder
-from training.model import CROSS_SELL_CONTEXT, Calibrator, PyfuncModel, TaskModel
+from training.model import Calibrator, PyfuncModel, TaskModel
+from training.predictor import CROSS_SELL_CONTEXT
 from training.origins import longest_horizon, plan_origins
 from training.tune import fit, tune
 
 log = logging.getLogger(__name__)
-
-KIND = {"churn": "binary", "next-purchase": "binary", "cross-sell": "binary", "clv": "value"}
-
 
 @dataclass
 class TaskResult:
@@ -106,7 +105,7 @@ def _evaluate(task: Task, model: TaskModel, data: TrainingData,
     else:
         metrics = {f"test_{k}": v for k, v in M.classification_metrics(y, pred).items()}
     if task == "next-purchase":
-        orders = model.count_booster.predict(model.matrix(test))
+        orders = model.predict(test)["expected_orders"].to_numpy()
         metrics.update({f"test_orders_{k}": v for k, v in
                         M.regression_metrics(test["orders"].to_numpy(float), orders).items()})
     category = test["category"].to_numpy() if task == "cross-sell" else None
@@ -125,23 +124,35 @@ def _evaluate(task: Task, model: TaskModel, data: TrainingData,
     return metrics, table, pred
 
 
+def _scored_rows(model: TaskModel, data: TrainingData, base: Baselines) -> tuple[TrainingData, Baselines]:
+    """The test rows the model scores, with the baselines' scores on the same rows. Only a
+    per-category cross-sell model leaves rows unscored (categories too thin for a model of
+    their own); model and baselines are then judged on the rows it does score."""
+    scored = np.isfinite(model.score_rows(data.test))
+    if scored.all():
+        return data, base
+    log.warning("%s: %d of %d test rows have no model (per-category cross-sell): judged on the rest",
+                model.task, int((~scored).sum()), len(scored))
+    test = data.test[scored].reset_index(drop=True)
+    kept = Baselines({k: v[scored] for k, v in base.scores.items()}, {k: v[scored] for k, v in base.values.items()})
+    return replace(data, test=test), kept
+
+
 def _compare(task: Task, metrics: dict, table: dict) -> tuple[bool, list[str]]:
     """Does the model beat every baseline on the metrics the task is judged by?"""
-    judged = {"churn": [("test_auc", max)], "next-purchase": [("test_auc", max), ("test_orders_mae", min)],
-              "cross-sell": [("test_mean_category_auc", max)], "clv": [("test_mae", min)]}[task]
     shortfalls = []
     for name, row in table.items():
-        for metric, better in judged:
+        for metric, better in TASK_SPECS[task].judged:
             if metric not in row or metric not in metrics or np.isnan(row[metric]):
                 continue
             ours, theirs = metrics[metric], row[metric]
-            wins = ours > theirs if better is max else ours < theirs
+            wins = ours > theirs if better == "max" else ours < theirs
             if not wins:
                 shortfalls.append(f"{metric}: model {ours:.4f} does not beat baseline '{name}' ({theirs:.4f})")
     return not shortfalls, shortfalls
 
 
-def train_task(task: Task, dataset: Dataset, as_of: date, engine: Engine, home: Home, config: ProjectConfig,
+def train_task(task: Task, dataset: Dataset, as_of: date, engine: Engine, home: Home, config: BuildConfig,
                train_cfg: TrainConfig, *, horizon_days: int | None = None, trials: int | None = None,
                config_text: str = "", register: bool = True,
                step: Callable[[str], None] | None = None) -> TaskResult:
@@ -161,7 +172,7 @@ def train_task(task: Task, dataset: Dataset, as_of: date, engine: Engine, home: 
     fs = declare(config.features, dataset_shape(sources, dataset, config.features))
     check_task(task, fs)
     start = data_start(sources)
-    horizon = horizon_days or train_cfg.labels.horizon_days or DEFAULT_HORIZON[task]
+    horizon = horizon_days or train_cfg.labels.horizon_days or TASK_SPECS[task].default_horizon_days
     if horizon is None:
         horizon = longest_horizon(as_of, start, train_cfg.origins, train_cfg.labels.max_clv_horizon_days)
     origins = plan_origins(as_of, start, horizon, train_cfg.origins)
@@ -227,26 +238,27 @@ def train_task(task: Task, dataset: Dataset, as_of: date, engine: Engine, home: 
                 result = result or r
             tuned = result
         else:
-            tuned = tune(KIND[task], x_tr, y_tr, x_va, y_va, train_cfg, on_trial=log_trial)
+            tuned = tune(TASK_SPECS[task].kind, x_tr, y_tr, x_va, y_va, train_cfg, on_trial=log_trial)
         timings["tune"] = time.perf_counter() - t0
         mlflow.log_params({f"best_{k}": v for k, v in tuned.params.items()})
         mlflow.log_metrics({"valid_score": tuned.value, "best_iteration": tuned.best_iteration,
                             "trials_run": tuned.trials, "trials_pruned": tuned.pruned})
 
-        model = TaskModel(**{**template.__dict__, "encoder": encoder, "booster": tuned.estimator.booster_,
-                             "per_category": per_category})
+        model = template.with_parts(encoder=encoder, booster=tuned.estimator.booster_, per_category=per_category)
         if task != "clv" and train_cfg.calibration != "none":
             say("calibrate")
-            raw = model.score_rows(data.valid)
-            model.calibrator = Calibrator(train_cfg.calibration).fit(raw, y_va)
+            raw = model.score_rows(data.valid, calibrated=False)
+            ok = np.isfinite(raw)  # per-category cross-sell: a category without a model scores nothing
+            model = model.with_parts(calibrator=Calibrator(train_cfg.calibration).fit(raw[ok], y_va[ok]))
         if task == "next-purchase":
             say("fit expected orders")
             count = fit("count", {k: v for k, v in tuned.params.items() if k != "objective"}, train_cfg,
                         x_tr, data.train["orders"].to_numpy(float), x_va, data.valid["orders"].to_numpy(float))
-            model.count_booster = count.booster_
+            model = model.with_parts(count_booster=count.booster_)
 
         say("evaluate on the test snapshot")
         base = baselines(task, data.train, data.test, horizon, bgnbd=bg)
+        data, base = _scored_rows(model, data, base)
         metrics, table, pred = _evaluate(task, model, data, base)
         beats, shortfalls = _compare(task, metrics, table)
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
@@ -268,7 +280,7 @@ def train_task(task: Task, dataset: Dataset, as_of: date, engine: Engine, home: 
                                            input_example=input_example, code_paths=[str(Path(__file__).parent)])
         decision = None
         if register:
-            primary, _ = registry.PRIMARY[task]
+            primary = TASK_SPECS[task].primary
             test_frame = data.test.drop(columns=["label", "orders", "spend"], errors="ignore")
 
             def champion_value(model_uri: str) -> float | None:
@@ -281,7 +293,7 @@ def train_task(task: Task, dataset: Dataset, as_of: date, engine: Engine, home: 
             mlflow.set_tag("registration", decision.reason)
         timings["total"] = time.perf_counter() - t_start
         mlflow.log_metrics({f"seconds_{k}": v for k, v in timings.items()})
-    primary, _ = registry.PRIMARY[task]
+    primary = TASK_SPECS[task].primary
     return TaskResult(task, as_of, horizon, run.info.run_id, metrics, table, primary, beats, shortfalls, decision,
                       timings, {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)})
 
@@ -351,7 +363,7 @@ def _log_artifacts(task, model: TaskModel, data: TrainingData, base: Baselines, 
             figs["roc.png"] = plots.roc_plot(y, scores)
             figs["pr.png"] = plots.pr_plot(y, scores)
             figs["gains.png"] = plots.gains_plot(y, scores)
-            raw = model.booster.predict(model.matrix(data.test)) if not model.per_category else pred
+            raw = model.score_rows(data.test, calibrated=False)
             figs["calibration.png"] = plots.calibration_plot(y, {"raw": raw, "calibrated": pred})
         else:
             figs["gains.png"] = plots.gains_plot(y, {"lightgbm": pred, **base.values})
@@ -369,7 +381,7 @@ def _log_artifacts(task, model: TaskModel, data: TrainingData, base: Baselines, 
                                                                importance["gain"].to_numpy())
         sample = data.test.sample(n=min(2000, len(data.test)), random_state=0)
         contrib = model.contributions(sample)
-        figs["shap_summary.png"] = plots.shap_summary_plot(contrib.to_numpy(), model.matrix(sample), model.features)
+        figs["shap_summary.png"] = plots.shap_summary_plot(contrib.to_numpy(), model.inputs(sample), model.features)
         for name, fig in figs.items():
             fig.savefig(out / name, dpi=110, bbox_inches="tight")
         mlflow.log_artifacts(str(out), "evaluation")

@@ -22,7 +22,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from cvm.home import Home, safe_name
+from base.home import Home, safe_name
 
 log = logging.getLogger(__name__)
 

@@ -2,15 +2,17 @@
 
 Feature and validation logic is written once as Ibis expressions; an ``Engine``
 reads source files into Ibis tables, runs expressions and writes Parquet. Nothing
-starts (no JVM, no database) until an engine is opened.
+starts (no JVM, no database) until an engine is opened, and an engine is a context
+manager: ``with open_engine("duckdb") as eng: ...`` closes the DuckDB connection, or stops
+the Spark session and its JVM, on every path out of the block.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import uuid
+import weakref
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -40,8 +42,47 @@ class Engine(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> "Engine": ...
 
-class DuckDBEngine:
+    def __exit__(self, *exc: object) -> None: ...
+
+
+#: engines opened and not yet closed, in this process (what tests check is empty after a command)
+_OPEN: "weakref.WeakSet[_Lifetime]" = weakref.WeakSet()
+
+
+def open_engines() -> list[str]:
+    """Names of the engines of this process that are open (not closed yet)."""
+    return [e.name for e in list(_OPEN)]
+
+
+class _Lifetime:
+    """Context-manager plumbing shared by the engines: ``close`` runs once, on any exit."""
+
+    name: EngineName
+    closed: bool = False
+
+    def _opened(self) -> None:
+        _OPEN.add(self)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        _OPEN.discard(self)
+        self._close()
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DuckDBEngine(_Lifetime):
     """Embedded DuckDB: the default, fast on one machine, spills to ``temp_dir``."""
 
     name: EngineName = "duckdb"
@@ -60,6 +101,7 @@ class DuckDBEngine:
             config["temp_directory"] = str(temp_dir)
         self.con = ibis.duckdb.connect(**config)
         self.con.raw_sql("SET enable_progress_bar = false")
+        self._opened()
 
     def read(self, files: list[Path], fmt: FileFormat) -> ibis.Table:
         paths = [str(p) for p in files]
@@ -86,11 +128,11 @@ class DuckDBEngine:
         directory.mkdir(parents=True, exist_ok=False)
         self.con.to_parquet(expr, directory / "part-00000.parquet", compression="zstd")
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self.con.disconnect()
 
 
-class SparkEngine:
+class SparkEngine(_Lifetime):
     """Apache Spark through Ibis's PySpark backend: ``local[*]`` or any master URL."""
 
     name: EngineName = "spark"
@@ -107,8 +149,12 @@ class SparkEngine:
         # used here are covered by the DuckDB/Spark parity tests.
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
                                 category=FutureWarning)
+        from pyspark import SparkContext
         from pyspark.sql import SparkSession
 
+        # A session this process already runs (a caller's, a test's) is borrowed, not owned:
+        # closing this engine then leaves it running for its owner.
+        self.owns_session = SparkContext._active_spark_context is None
         builder = (
             SparkSession.builder.master(master)
             .appName(app_name)
@@ -127,6 +173,7 @@ class SparkEngine:
         self.session = builder.getOrCreate()
         self.session.sparkContext.setLogLevel("ERROR")
         self.con = ibis.pyspark.connect(self.session)
+        self._opened()
 
     def read(self, files: list[Path], fmt: FileFormat) -> ibis.Table:
         # absolute: the JVM resolves relative paths against its own working directory
@@ -161,9 +208,36 @@ class SparkEngine:
         df.write.option("compression", "zstd").parquet(str(directory.resolve()))
         drop_spark_bookkeeping(directory)
 
-    def close(self) -> None:
-        # The session is process-wide (getOrCreate); stopping it is the caller's choice.
+    def _close(self) -> None:
+        if self.owns_session:
+            stop_spark(self.session)
+
+
+def stop_spark(session) -> None:
+    """Stop a Spark session and the JVM behind it (PySpark keeps the JVM running after
+    ``SparkSession.stop()`` until the interpreter exits); the next session starts a new one."""
+    from pyspark import SparkContext
+
+    session.stop()
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    proc = getattr(gateway, "proc", None)
+    try:
+        gateway.shutdown()
+    except Exception:  # noqa: BLE001 - the JVM may already be gone
         pass
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    if proc is not None:
+        # the gateway JVM exits when its stdin closes (PySpark's own liveness signal)
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(timeout=60)
+        except Exception:  # noqa: BLE001 - not stopping in time: end it
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def drop_spark_bookkeeping(directory: Path) -> None:
@@ -213,37 +287,3 @@ def open_engine(name: EngineName, *, spark_master: str | None = None, temp_dir: 
     if name == "spark":
         return SparkEngine(master=spark_master or "local[*]")
     raise ValueError(f"unknown engine {name!r}: choose duckdb or spark")
-
-
-def replace_directory(staged: Path, final: Path) -> None:
-    """Swap ``staged`` into ``final`` atomically: readers see the old or the new directory.
-
-    On Linux the two directories are exchanged in one ``renameat2(RENAME_EXCHANGE)``
-    call, so ``final`` never disappears; elsewhere the old one is renamed aside first
-    (readers may then briefly find no directory, but never a mix of old and new files).
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if not final.exists():
-        os.replace(staged, final)
-        return
-    if _exchange(staged, final):
-        shutil.rmtree(staged, ignore_errors=True)
-        return
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(final, old)
-    os.replace(staged, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically exchange two paths (Linux ``renameat2``); False where unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0

@@ -68,9 +68,10 @@ class Home:
 
     def mlflow_tracking_uri(self) -> str:
         """``MLFLOW_TRACKING_URI`` if set, else a SQLite database under the home."""
-        uri = os.environ.get("MLFLOW_TRACKING_URI")
-        if uri:
-            return uri
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.default_mlflow_uri()
+
+    def default_mlflow_uri(self) -> str:
+        """The SQLite database under the home that MLflow uses unless told otherwise."""
         return f"sqlite:///{self.root / 'mlflow' / 'mlflow.db'}"
 
     def mlflow_artifacts(self, ensure: bool = False) -> Path:

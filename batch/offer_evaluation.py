@@ -1,4 +1,4 @@
-"""Offline evaluation of the next-best-offer engine on what customers did next.
+"""Offline evaluation of the next-best-offer engine on what customers did next (``cvm nbo evaluate``).
 
 At a decision date ``as_of`` every customer of the feature snapshot gets one cross-sell
 offer from each policy, chosen among the same rule-eligible offers (segments, recent
@@ -22,13 +22,23 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
+import ibis
 import numpy as np
 import pandas as pd
 
-from serving.catalog import Catalog
-from serving.engine import MONETARY_WINDOW_DAYS, score_block, to_customer_scores
-from serving.inference import block_from_frame
-from serving.nbo import CategorySpend, ContactState, CustomerScores, arbitrate
+from base.dates import cutoff, partition_dir
+from base.engines import open_engine
+from base.home import Home
+from profiles.link import linked_tables
+from features.snapshot import feature_config, read_contacts, read_metadata
+from scoring.catalog import Catalog, default_catalog_path, load_catalog
+from scoring.champions import RegistrySource, categories_of
+from scoring.contacts import ContactHistory, ContactState
+from scoring.inference import score_block, to_customer_scores
+from scoring.nbo import CategorySpend, CustomerScores, arbitrate
+from sources.dataset import resolve_dataset
+from sources.load import load_sources
+from training.predictor import block_from_frame
 
 POLICIES = ("nbo", "propensity", "most_popular", "random")
 POPULARITY_DAYS = 91
@@ -101,23 +111,16 @@ def _subset(contacts: ContactState, catalog: Catalog, offers) -> ContactState:
     return ContactState(contacts.total, contacts.offer_count[:, idx], contacts.offer_last[:, idx])
 
 
-def evaluate_and_log(dataset: str, as_of: date, catalog_path: Path | None, horizon_days: int, seed: int,
-                     home_dir: Path | None) -> pd.DataFrame:
-    """Score the snapshot at ``as_of`` with the champions, evaluate, log to MLflow."""
+def evaluate_and_log(dataset: str, as_of: date, home: Home, *, catalog_path: Path | None = None,
+                     horizon_days: int = 28, seed: int = 0) -> pd.DataFrame:
+    """Score the snapshot at ``as_of`` with the champions, evaluate on the following
+    ``horizon_days``, log to MLflow (experiment ``cvm-nbo``)."""
     import mlflow
 
-    from cvm.engines import open_engine
-    from cvm.home import Home
-    from features.pipeline import linked_tables
-    from serving.catalog import default_catalog_path, load_catalog
-    from serving.engine import load_contacts
-    from serving.loader import RegistrySource
-    from sources.dataset import resolve_dataset
-    from sources.load import load_sources
     from training import tracking
 
-    home = Home.from_env(home_dir)
-    snap_dir = home.features(dataset) / f"as_of={as_of.isoformat()}"
+    ds = resolve_dataset(dataset, home)
+    snap_dir = partition_dir(home.features(ds.name), as_of)
     if not snap_dir.exists():
         raise EvaluationError(f"no feature snapshot for {as_of} under {snap_dir.parent}: run "
                               f"cvm features build --dataset {dataset} --as-of {as_of}")
@@ -126,38 +129,36 @@ def evaluate_and_log(dataset: str, as_of: date, catalog_path: Path | None, horiz
     if "cross-sell" not in versions:
         raise EvaluationError("no cross-sell champion: cvm train cross-sell --as-of DATE first")
     champions = {t: src.load(t, v) for t, v in versions.items()}
-    catalog = load_catalog(catalog_path or default_catalog_path(dataset),
-                           champions["cross-sell"].model.categories)
+    catalog = load_catalog(catalog_path or default_catalog_path(ds.name), categories_of(champions))
     frame = pd.read_parquet(snap_dir)
-    scores, spend = score_frame(frame, champions, catalog)
+    window_days = feature_config(read_metadata(snap_dir.parent, as_of)).rfm_window_days
+    scores, spend = score_frame(frame, champions, catalog, window_days=window_days)
 
-    ds = resolve_dataset(dataset, home)
-    engine = open_engine("duckdb", temp_dir=home.tmp(ensure=True))
-    sources = load_sources(ds, engine)
-    tables, _ = linked_tables(sources, as_of)
-    tx = tables["transactions"]
     end = as_of + timedelta(days=horizon_days)
-    last = engine.execute(tx.timestamp.max().name("last"))
-    if pd.Timestamp(last).date() < end - timedelta(days=1):
-        raise EvaluationError(f"the data ends on {pd.Timestamp(last).date()}, before the horizon "
-                              f"{as_of} + {horizon_days} days: choose an earlier --as-of")
-    from training.labels import _at
-
-    window = tx.filter((tx.timestamp >= _at(as_of)) & (tx.timestamp < _at(end)) & tx.category.notnull())
-    outcomes = engine.execute(window.group_by(["customer_id", "category"]).aggregate(spend=window.amount.sum()))
-    outcomes["customer_id"] = outcomes["customer_id"].astype(str)
-    before = tx.filter((tx.timestamp >= _at(as_of - timedelta(days=POPULARITY_DAYS))) & (tx.timestamp < _at(as_of)))
-    buyers = engine.execute(before.group_by("category").aggregate(n=before.customer_id.nunique()))
+    with open_engine("duckdb", temp_dir=home.tmp(ensure=True)) as engine:
+        tables, _ = linked_tables(load_sources(ds, engine), as_of)
+        tx = tables["transactions"]
+        last = engine.execute(tx.timestamp.max().name("last"))
+        if pd.Timestamp(last).date() < end - timedelta(days=1):
+            raise EvaluationError(f"the data ends on {pd.Timestamp(last).date()}, before the horizon "
+                                  f"{as_of} + {horizon_days} days: choose an earlier --as-of")
+        start, stop = ibis.timestamp(cutoff(as_of)), ibis.timestamp(cutoff(end))
+        window = tx.filter((tx.timestamp >= start) & (tx.timestamp < stop) & tx.category.notnull())
+        outcomes = engine.execute(window.group_by(["customer_id", "category"]).aggregate(spend=window.amount.sum()))
+        outcomes["customer_id"] = outcomes["customer_id"].astype(str)
+        since = ibis.timestamp(cutoff(as_of - timedelta(days=POPULARITY_DAYS)))
+        before = tx.filter((tx.timestamp >= since) & (tx.timestamp < start))
+        buyers = engine.execute(before.group_by("category").aggregate(n=before.customer_id.nunique()))
     popularity = dict(zip(buyers["category"], buyers["n"].astype(float)))
-    contacts = load_contacts(home, dataset, as_of)
-    state = contacts.state(scores.customer_ids, catalog) if contacts is not None \
-        else ContactState.none(len(scores), catalog)
+    history = read_contacts(snap_dir)
+    state = (ContactHistory.from_frame(history, as_of).state(scores.customer_ids, catalog) if history is not None
+             else ContactState.none(len(scores), catalog))
     table = evaluate(scores, catalog, spend, state, outcomes, popularity, seed)
 
     tracking.configure(home)
     mlflow.set_experiment("cvm-nbo")
-    with mlflow.start_run(run_name=f"nbo {dataset} {as_of}"):
-        mlflow.set_tags({"dataset": dataset, "as_of": as_of.isoformat(), "catalog_version": catalog.version,
+    with mlflow.start_run(run_name=f"nbo {ds.name} {as_of}"):
+        mlflow.set_tags({"dataset": ds.name, "as_of": as_of.isoformat(), "catalog_version": catalog.version,
                          **{f"model_{t}": v for t, v in versions.items()}})
         mlflow.log_params({"horizon_days": horizon_days, "seed": seed, "customers": len(scores),
                            "offers": sum(o.type == "cross_sell" for o in catalog.offers)})
@@ -171,13 +172,14 @@ def evaluate_and_log(dataset: str, as_of: date, catalog_path: Path | None, horiz
     return table
 
 
-def score_frame(frame: pd.DataFrame, champions: dict, catalog: Catalog) -> tuple[CustomerScores, CategorySpend]:
-    """Every customer of a snapshot frame scored by the champions (the engine's batch path)."""
+def score_frame(frame: pd.DataFrame, champions: dict, catalog: Catalog, *,
+                window_days: int) -> tuple[CustomerScores, CategorySpend]:
+    """Every customer of a snapshot frame scored by the champions (the batch's path);
+    ``window_days``: the window the snapshot's ``monetary`` covers."""
     n = len(frame)
     block = block_from_frame(frame)
-    xs_model = champions.get("cross-sell")
-    categories = list(xs_model.model.categories) if xs_model is not None else []
+    categories = categories_of(champions)
     scores = to_customer_scores(frame["customer_id"].astype(str).tolist(), np.ones(n, dtype=bool), block,
                                 score_block(champions, block, n), categories)
-    spend = CategorySpend.from_snapshot(block, categories, MONETARY_WINDOW_DAYS, catalog.horizon_days)
+    spend = CategorySpend.from_snapshot(block, categories, window_days, catalog.horizon_days)
     return scores, spend

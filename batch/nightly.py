@@ -1,0 +1,158 @@
+"""The nightly job: rescore every customer as of a date, end to end (``cvm score-batch``).
+
+Build the feature snapshot of the date (or reuse it), load the champions and the offer
+catalog, score every customer in chunks (DuckDB/pandas) or over Spark executors, check
+that each customer was scored exactly once, swap the outputs in atomically and publish
+the snapshot for the service. Every input the scoring reads beyond the models comes with
+the snapshot: its feature windows and its contact history.
+
+Failures carry the exit code a scheduler acts on (``BatchError.exit_code``): 2 bad input
+or configuration (nothing written), 3 reconciliation failed, 1 anything else; an
+``OSError`` while writing (disk full, permissions) leaves the previous output in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from base.dates import partition_dir
+from base.engines import open_engine
+from base.errors import InputError
+from base.home import Home
+from batch.job import BatchError, BatchResult, parquet_rows, run_scoring
+from features.build_config import BuildConfig
+from features.publish import build_and_publish, check_engine, publish_snapshot
+from features.snapshot import SchemaMismatchError, feature_config, read_contacts, read_metadata
+from scoring.catalog import Catalog, CatalogError, default_catalog_path, load_catalog
+from scoring.champions import Champion, NotReadyError, RegistrySource, categories_of
+from scoring.contacts import ContactHistory
+from sources.dataset import DatasetError, resolve_dataset
+
+log = logging.getLogger(__name__)
+
+
+class BadInputError(BatchError):
+    """The dataset, the configuration, the catalog or the registry cannot be used: nothing is written."""
+
+    exit_code = 2
+
+
+@dataclass
+class NightlyResult:
+    batch: BatchResult
+    as_of: date
+    seconds: float
+    features_seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def manifest(self) -> dict:
+        return self.batch.manifest
+
+    @property
+    def out_dir(self) -> Path:
+        return self.batch.out_dir
+
+
+def run_nightly(as_of: date, home: Home, *, dataset: str = "completejourney", out: Path | None = None,
+                config: BuildConfig | None = None, catalog_path: Path | None = None, k: int = 3,
+                publish: bool = True, engine: str = "duckdb", spark_master: str | None = None,
+                say: Callable[[str], None] | None = None,
+                progress: Callable[[int, int], None] | None = None) -> NightlyResult:
+    """Score every customer of ``dataset`` as of ``as_of`` and write the outputs under
+    ``out`` (default ``$CVM_HOME/batch/<dataset>``), in ``as_of=DATE/``.
+
+    ``say`` receives one line per notable step; ``progress(done, total)`` the customers scored."""
+    tell = say or log.info
+    t0 = time.perf_counter()
+    warnings: list[str] = []
+    try:
+        engine_name = check_engine(engine, spark_master)
+        ds = resolve_dataset(dataset, home)
+    except (InputError, DatasetError) as exc:
+        raise BadInputError(str(exc)) from None
+    snap_dir = partition_dir(home.features(ds.name), as_of)
+    with ExitStack() as stack:
+        spark = None
+        if engine_name == "spark":  # one JVM for the feature build and the scoring, stopped at the end
+            spark = stack.enter_context(open_engine("spark", spark_master=spark_master,
+                                                    temp_dir=home.tmp(ensure=True)))
+        if snap_dir.exists():
+            tell(f"reusing the feature snapshot {snap_dir}")
+        else:
+            try:
+                build_and_publish(ds, as_of, home, config=config, engine=spark or engine_name,
+                                  spark_master=spark_master)
+            except (InputError, DatasetError, SchemaMismatchError) as exc:
+                raise BadInputError(str(exc)) from None
+        t_features = time.perf_counter() - t0
+        champions = _champions(home)
+        catalog = _catalog(ds.name, catalog_path, categories_of(champions), warnings)
+        meta = read_metadata(snap_dir.parent, as_of)
+        try:
+            window_days = feature_config(meta).rfm_window_days
+        except (SchemaMismatchError, ValueError) as exc:
+            raise BadInputError(str(exc)) from None
+        info = snapshot_info(snap_dir, meta)
+        history = read_contacts(snap_dir)
+        contacts = ContactHistory.from_frame(history, as_of) if history is not None else None
+        root = out or home.batch(ds.name)
+        timings = {"features_seconds": round(t_features, 3)}
+        if spark is not None:
+            from batch.spark_job import run_scoring_spark
+
+            tell(f"scoring {info['rows']:,} customers on Spark ({spark.session.sparkContext.master})")
+            result = run_scoring_spark(spark.session, snap_dir, info, champions, catalog, contacts, as_of, root,
+                                       window_days=window_days, k=k, timings=timings)
+        else:
+            import pandas as pd
+
+            snapshot = pd.read_parquet(snap_dir)
+            total, done = len(snapshot), 0
+
+            def advance(n: int) -> None:
+                nonlocal done
+                done += n
+                if progress is not None:
+                    progress(done, total)
+
+            result = run_scoring(snapshot, info, champions, catalog, contacts, as_of, root, window_days=window_days,
+                                 k=k, progress=advance, timings=timings)
+    if publish:
+        publish_snapshot(home, ds.name, snap_dir, as_of)
+    warnings += [f"no champion for {t}: its columns are null" for t in result.manifest["missing_tasks"]]
+    return NightlyResult(result, as_of, time.perf_counter() - t0, t_features, warnings)
+
+
+def snapshot_info(snap_dir: Path, meta: dict) -> dict:
+    """What the manifest records of the snapshot a run scored."""
+    quarantined = sum(int(t.get("rows_quarantined", 0)) for t in (meta.get("sources") or {}).values()
+                      if isinstance(t, dict))
+    return {"path": str(snap_dir), "rows": parquet_rows(snap_dir), "feature_set_fingerprint": meta.get("fingerprint"),
+            "built_at": meta.get("built_at"), "rows_quarantined": quarantined}
+
+
+def _champions(home: Home) -> dict[str, Champion]:
+    try:
+        return RegistrySource(home.mlflow_tracking_uri()).champions()
+    except NotReadyError as exc:
+        raise BadInputError(str(exc)) from None
+
+
+def _catalog(dataset_name: str, path: Path | None, categories: list[str], warnings: list[str]) -> Catalog | None:
+    """The offer catalog (checked against the cross-sell champion's categories); None, with a
+    warning, when the dataset ships none and none was given."""
+    chosen = path or default_catalog_path(dataset_name)
+    if not chosen.exists() and path is None:
+        warnings.append(f"no offer catalog at {chosen}: offers are left empty")
+        return None
+    try:
+        return load_catalog(chosen, categories)
+    except CatalogError as exc:
+        raise BadInputError(str(exc)) from None

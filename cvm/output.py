@@ -1,0 +1,118 @@
+"""The tables ``cvm`` prints: what a build, a training run, an offer evaluation or a
+linkage measurement produced, for a person to read."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.markup import escape
+from rich.table import Table
+
+from cvm.common import console
+
+
+def print_build(result, published=None) -> None:
+    """Sources, identity resolution, the snapshot's summary, its RFM segments."""
+    import pyarrow.dataset as pads
+
+    t = Table(title=f"sources of {result.dataset}")
+    for col in ("table", "rows in", "used", "quarantined", "reasons"):
+        t.add_column(col, justify="right" if col not in ("table", "reasons") else "left")
+    for name, rep in result.sources.items():
+        reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(rep["quarantined_by_reason"].items())) or "-"
+        t.add_row(name, f"{rep['rows_in']:,}", f"{rep['rows_clean']:,}", f"{rep['rows_quarantined']:,}", reasons)
+    console.print(t)
+    if result.profiles:
+        p = result.profiles
+        hubs = p.get("hub_identifiers", {}).get("total", 0)
+        console.print(f"identity resolution: {p['records']:,} source records -> {p['profiles']:,} customer "
+                      f"profiles; {hubs:,} hub identifiers (shared by too many records) not used to link")
+    df = pads.dataset(str(result.path)).to_table(
+        columns=["recency_days", "frequency", "monetary", "rfm_segment"]).to_pandas()
+    s = Table(title=f"feature snapshot as_of {result.as_of} ({result.engine})")
+    s.add_column("measure")
+    s.add_column("value", justify="right")
+    s.add_row("customers", f"{result.rows:,}")
+    s.add_row("features", f"{len(result.feature_set.model_features)} (+ customer_id, as_of)")
+    s.add_row("feature set", result.feature_set.fingerprint())
+    s.add_row("median recency (days)", f"{df.recency_days.median():.0f}")
+    s.add_row("median frequency (orders / 365 d)", f"{df.frequency.median():.0f}")
+    s.add_row("monetary, total (365 d)", f"{df.monetary.sum():,.2f}")
+    s.add_row("rows quarantined", f"{result.rows_quarantined:,}")
+    for step, secs in result.timings.items():
+        s.add_row(f"time: {step}", f"{secs:.2f} s")
+    if published is not None:
+        s.add_row("published (online store)", f"version {published.version}")
+    console.print(s)
+    seg = df.rfm_segment.value_counts()
+    g = Table(title="RFM segments")
+    g.add_column("segment")
+    g.add_column("customers", justify="right")
+    g.add_column("share", justify="right")
+    for name, n in seg.items():
+        g.add_row(str(name), f"{n:,}", f"{n / len(df):.1%}")
+    console.print(g)
+    console.print(f"snapshot written to {result.path}")
+
+
+def print_stats(title: str, stats: dict) -> None:
+    t = Table(title=title)
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    for k, v in stats.items():
+        if isinstance(v, float):
+            t.add_row(k, f"{v:.4f}")
+        elif isinstance(v, int):
+            t.add_row(k, f"{v:,}")
+        else:
+            t.add_row(k, str(v))
+    console.print(t)
+
+
+def print_training(results) -> None:
+    """One table per task: the model's test metrics next to every baseline's."""
+    from training.tasks import TASK_SPECS
+
+    for r in results:
+        judged = [m for m, _ in TASK_SPECS[r.task].judged if m in r.metrics]
+        shown = [r.primary, *(m for m in ("test_auc", "test_pr_auc", "test_brier", "test_ece", "test_lift_at_10pct",
+                                        "test_mae", "test_rmse", "test_orders_mae", "test_orders_rmse")
+                            if m in r.metrics or any(m in row for row in r.baselines.values()))]
+        shown = list(dict.fromkeys(shown))
+        reg = (f"v{r.registration.version} " + ("champion" if r.registration.promoted else "challenger")
+               if r.registration else "not registered")
+        t = Table(title=f"{r.task}: as_of {r.as_of}, horizon {r.horizon_days} d, rows train/valid/test "
+                        f"{r.rows['train']:,}/{r.rows['valid']:,}/{r.rows['test']:,}, "
+                        f"{r.timings.get('total', 0):.0f} s, {reg}", title_justify="left")
+        t.add_column("test metric")
+        t.add_column("model", justify="right")
+        names = list(r.baselines)
+        for name in names:
+            t.add_column(name, justify="right")
+        for m in shown:
+            label = m.removeprefix("test_") + (" *" if m in judged else "")
+            cells = [r.metrics.get(m)] + [r.baselines[n].get(m) for n in names]
+            t.add_row(label, *["" if v is None or v != v else f"{v:.4f}" for v in cells])
+        console.print(t)
+        verdict = "[green]beats every baseline[/]" if r.beats_all_baselines else "[red]does NOT beat every baseline[/]"
+        console.print(f"  * judged metric; model {verdict}; MLflow run {r.run_id}")
+        for s in r.shortfalls:
+            console.print(f"  [red]shortfall[/] {escape(s)}")
+        if r.registration:
+            console.print(f"  registry: {escape(r.registration.reason)}")
+
+
+def print_nbo_table(table: pd.DataFrame, dataset: str, as_of: str, horizon_days: int) -> None:
+    t = Table(title=f"next-best-offer policies, {dataset}: one cross-sell offer per customer at {as_of}, "
+                    f"outcome in the next {horizon_days} days (observational; logged to MLflow cvm-nbo)")
+    for c in table.columns:
+        t.add_column(c, justify="right" if c != "policy" else "left")
+    for row in table.itertuples(index=False):
+        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(t)
+
+
+def print_batch(nightly) -> None:
+    m = nightly.manifest
+    console.print(f"scored {m['rows']['scored']:,} of {m['rows']['in']:,} customers as of {nightly.as_of} "
+                  f"({m['rows']['cross_sell_pairs']:,} cross-sell pairs, {m['rows']['offers']:,} offers) "
+                  f"in {nightly.seconds:.1f} s (features {nightly.features_seconds:.1f} s); output {nightly.out_dir}")
