@@ -9,12 +9,13 @@ the Spark session and its JVM, on every path out of the block.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
 import weakref
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, Self
 
 import ibis
 import pandas as pd
@@ -42,13 +43,13 @@ class Engine(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> "Engine": ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
 
 #: engines opened and not yet closed, in this process (what tests check is empty after a command)
-_OPEN: "weakref.WeakSet[_Lifetime]" = weakref.WeakSet()
+_OPEN: weakref.WeakSet[_Lifetime] = weakref.WeakSet()
 
 
 def open_engines() -> list[str]:
@@ -223,10 +224,8 @@ def stop_spark(session) -> None:
     if gateway is None:
         return
     proc = getattr(gateway, "proc", None)
-    try:
+    with contextlib.suppress(Exception):  # the JVM may already be gone
         gateway.shutdown()
-    except Exception:  # noqa: BLE001 - the JVM may already be gone
-        pass
     SparkContext._gateway = None
     SparkContext._jvm = None
     if proc is not None:

@@ -32,7 +32,7 @@ class Home:
     root: Path
 
     @classmethod
-    def from_env(cls, override: str | os.PathLike[str] | None = None) -> "Home":
+    def from_env(cls, override: str | os.PathLike[str] | None = None) -> Home:
         root = override if override is not None else os.environ.get("CVM_HOME", DEFAULT_HOME)
         return cls(Path(root).expanduser().resolve())
 

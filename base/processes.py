@@ -12,6 +12,7 @@ group, the call returns when the server has stopped, with its exit status.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -61,7 +62,7 @@ def start(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path
     try:
         return subprocess.Popen(list(cmd), env=dict(env) if env is not None else None, cwd=cwd, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_die_with_parent if die_with_parent else None)
+                                preexec_fn=_die_with_parent if die_with_parent else None)  # noqa: PLW1509 - prctl only
     finally:
         if log is not None:
             out.close()  # the child has its own descriptor
@@ -119,11 +120,9 @@ def wait_until(ready: Callable[[], bool], *, proc: subprocess.Popen | None = Non
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise ProcessError(f"{what} exited with status {proc.returncode}{_tail(log)}")
-        try:
+        with contextlib.suppress(Exception):  # not ready yet (connection refused, reset...)
             if ready():
                 return
-        except Exception:  # noqa: BLE001 - not ready yet (connection refused, reset...)
-            pass
         time.sleep(interval)
     raise ProcessError(f"{what} not ready after {timeout:.0f} s{_tail(log)}")
 
@@ -133,7 +132,7 @@ def http_ok(url: str) -> Callable[[], bool]:
     import urllib.request
 
     def check() -> bool:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URLs of our own servers
+        with urllib.request.urlopen(url, timeout=2) as resp:
             return resp.status == 200
 
     return check
@@ -162,7 +161,7 @@ def run_forwarding_signals(cmd: Sequence[str], *, env: Mapping[str, str] | None 
     stopped too, so the port is free when this returns. The child also gets SIGTERM if this
     process dies without a chance to forward (SIGKILL)."""
     proc = subprocess.Popen(list(cmd), env=dict(env) if env is not None else None, cwd=cwd,
-                            start_new_session=True, preexec_fn=_die_with_parent)
+                            start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509 - prctl only
 
     def forward(signum: int, _frame: object) -> None:
         _signal_group(proc.pid, signum)

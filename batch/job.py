@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -165,7 +165,7 @@ def base_manifest(as_of: date, champions: dict, missing_tasks: list[str], snapsh
     return {
         "format": 1,
         "as_of": as_of.isoformat(),
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "engine": engine,
         "models": {t: {"name": c.name, "version": c.version, "source": c.source} for t, c in champions.items()},
         "missing_tasks": missing_tasks,

@@ -29,8 +29,8 @@ import pandas as pd
 from base.dates import cutoff, partition_dir
 from base.engines import open_engine
 from base.home import Home
-from profiles.link import linked_tables
 from features.snapshot import feature_config, read_contacts, read_metadata
+from profiles.link import linked_tables
 from scoring.catalog import Catalog, default_catalog_path, load_catalog
 from scoring.champions import RegistrySource, categories_of
 from scoring.contacts import ContactHistory, ContactState

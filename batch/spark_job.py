@@ -24,10 +24,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from batch.job import (BatchResult, base_manifest, check_reconciliation, clean_abandoned, output_dir, previous_scores_day,
-                       staged_output, write_manifest)
-from batch.score import SCORE_COLUMNS, score_chunk
 from base.engines import drop_spark_bookkeeping
+from batch.job import (
+    BatchResult,
+    base_manifest,
+    check_reconciliation,
+    clean_abandoned,
+    output_dir,
+    previous_scores_day,
+    staged_output,
+    write_manifest,
+)
+from batch.score import SCORE_COLUMNS, score_chunk
 from features.definitions import slug
 from scoring.catalog import Catalog
 from scoring.champions import Champion, categories_of, missing_tasks

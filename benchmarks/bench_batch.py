@@ -40,11 +40,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_features import CVM, ensure_dataset, measure  # noqa: E402
+import itertools
+
+from base.dates import partition_dir
+from benchmarks.bench_features import CVM, ensure_dataset, measure
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "experiments" / "synthetic.yaml"
-CATALOG = ROOT / "serving" / "catalogs" / "synthetic.yaml"
+CATALOG = ROOT / "scoring" / "catalogs" / "synthetic.yaml"
 TRAIN_CUSTOMERS = 20_000
 TRAIN_BUDGET = """
 train:
@@ -76,7 +79,7 @@ def ensure_home(work: Path, data_dir: Path, as_of: str) -> Path:
 
 def run_batch(home: Path, dataset: Path, as_of: str, out: Path, engine: str, rebuild: bool) -> dict:
     """One measured `cvm score-batch`; returns wall, peak RSS and the manifest's figures."""
-    snap = home / "features" / dataset.name / f"as_of={as_of}"
+    snap = partition_dir(home / "features" / dataset.name, date.fromisoformat(as_of))
     if rebuild:
         shutil.rmtree(snap, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
@@ -86,7 +89,7 @@ def run_batch(home: Path, dataset: Path, as_of: str, out: Path, engine: str, reb
         cmd += ["--spark-master", "local[2]"]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "MLFLOW_DISABLE_TELEMETRY": "true"}
     wall, rss = measure(cmd, env=env)
-    manifest = json.loads((out / f"as_of={as_of}" / "manifest.json").read_text())
+    manifest = json.loads((partition_dir(out, date.fromisoformat(as_of)) / "manifest.json").read_text())
     return {"wall": wall, "rss": rss, "features": manifest["timings"].get("features_seconds", 0.0),
             "score": manifest["timings"]["score_seconds"], "rows": manifest["rows"]}
 
@@ -95,14 +98,14 @@ def inference_vs_raw(home: Path, dataset: Path, as_of: str, rows: int, repeats: 
     """The job's inference against raw Booster.predict on the same matrices, one chunk."""
     import pyarrow.parquet as pq
 
+    from scoring.champions import RegistrySource
     from scoring.inference import score_block
     from training.predictor import block_from_frame
-    from scoring.champions import RegistrySource
 
     src = RegistrySource(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
     champions = {t: src.load(t, v) for t, v in src.versions().items()}
-    snap = home / "features" / dataset.name / f"as_of={as_of}"
-    table = pq.ParquetFile(sorted(snap.glob("*.parquet"))[0]).read().slice(0, rows)
+    snap = partition_dir(home / "features" / dataset.name, date.fromisoformat(as_of))
+    table = pq.ParquetFile(min(snap.glob("*.parquet"))).read().slice(0, rows)
     frame = table.to_pandas()
     n = len(frame)
     block = block_from_frame(frame)
@@ -184,11 +187,11 @@ def main() -> None:
 
 def render(rows: list[dict], inf: dict, args) -> str:
     med = statistics.median
-    out = [f"Batch scoring benchmark (`cvm score-batch`; {platform.machine()}, {os.cpu_count()} cores, Python "
+    out = [(f"Batch scoring benchmark (`cvm score-batch`; {platform.machine()}, {os.cpu_count()} cores, Python "
            f"{platform.python_version()}; as_of {args.as_of}; median of {args.repeats} runs, one run for "
-           f"{args.once_sizes or 'none'})", "",
-           "| customers | engine | run | median wall (s) | runs (s) | features (s) | scoring (s) | rest (s) "
-           "| peak RSS (GB) | cross-sell pairs | offers |",
+           f"{args.once_sizes or 'none'})"), "",
+           ("| customers | engine | run | median wall (s) | runs (s) | features (s) | scoring (s) | rest (s) "
+           "| peak RSS (GB) | cross-sell pairs | offers |"),
            "| ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         runs = r["runs"]
@@ -198,14 +201,14 @@ def render(rows: list[dict], inf: dict, args) -> str:
                    f"{med(x['score'] for x in runs):.1f} | "
                    f"{med(x['wall'] - x['features'] - x['score'] for x in runs):.1f} | {max(x['rss'] for x in runs):.2f} | "
                    f"{runs[0]['rows']['cross_sell_pairs']:,} | {runs[0]['rows']['offers']:,} |")
-    out += ["", "features: the snapshot build; scoring: the four models and the offer engine over every chunk "
+    out += ["", ("features: the snapshot build; scoring: the four models and the offer engine over every chunk "
             "(Spark: until reconciliation is counted); rest: process start, loading the champions and the "
-            "contact history, reconciliation, segment migration, writing and checksumming the outputs.", ""]
+            "contact history, reconciliation, segment migration, writing and checksumming the outputs."), ""]
     e2e = {(r["customers"], r["engine"]): med(x["wall"] for x in r["runs"]) for r in rows if r["what"] == "end to end"}
     sc = {(r["customers"], r["engine"]): med(x["wall"] for x in r["runs"]) for r in rows
           if r["what"] == "scoring only"}
     duck = sorted(n for n, e in e2e if e == "duckdb")
-    for a, b in zip(duck, duck[1:]):
+    for a, b in itertools.pairwise(duck):
         out.append(f"- growth {a:,} -> {b:,} customers ({b / a:.0f}x): end to end x{e2e[(b, 'duckdb')] / e2e[(a, 'duckdb')]:.1f}, "
                    f"scoring only x{sc[(b, 'duckdb')] / sc[(a, 'duckdb')]:.1f}")
     for n, e in sorted(e2e):
@@ -220,11 +223,11 @@ def render(rows: list[dict], inf: dict, args) -> str:
                    f"{'met' if wall <= 180 else 'NOT met'}), peak RSS {rss:.2f} GB (target <= 8 GB: "
                    f"{'met' if rss <= 8 else 'NOT met'})")
     ratio = inf["ours"] / inf["raw"]
-    out += ["", f"Model inference on {inf['rows']:,} snapshot rows ({inf['matrix_rows']:,} matrix rows over "
+    out += ["", (f"Model inference on {inf['rows']:,} snapshot rows ({inf['matrix_rows']:,} matrix rows over "
             f"{len(inf['trees'])} models; trees {inf['trees']}): the job's inference {inf['ours']:.2f} s vs raw "
             f"Booster.predict on the same prebuilt matrices {inf['raw']:.2f} s = {ratio:.2f}x "
             f"(target <= 1.30x: {'met' if ratio <= 1.3 else 'NOT met'}); runs ours "
-            f"{', '.join(f'{t:.2f}' for t in inf['ours_runs'])}, raw {', '.join(f'{t:.2f}' for t in inf['raw_runs'])}"]
+            f"{', '.join(f'{t:.2f}' for t in inf['ours_runs'])}, raw {', '.join(f'{t:.2f}' for t in inf['raw_runs'])}")]
     return "\n".join(out) + "\n"
 
 

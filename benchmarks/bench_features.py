@@ -22,6 +22,7 @@ also writes it as Markdown.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import statistics
@@ -176,8 +177,8 @@ def main() -> None:
 def render(rows: list[dict], args) -> str:
     by = {(r["customers"], r["what"]): r for r in rows}
     lines = [
-        f"Feature build benchmark ({platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; as_of {args.as_of}; median of {args.repeats} runs)",
+        (f"Feature build benchmark ({platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; as_of {args.as_of}; median of {args.repeats} runs)"),
         "",
         "| customers | transaction lines | what | median wall (s) | runs (s) | peak RSS (GB) |",
         "| ---: | ---: | --- | ---: | --- | ---: |",
@@ -196,7 +197,7 @@ def render(rows: list[dict], args) -> str:
         if spark and build:
             lines.append(f"- {n:,}: Spark local[2] / DuckDB full build = {spark['median_s'] / build['median_s']:.1f}x")
     builds = sorted((n, r) for (n, w), r in by.items() if w == "build duckdb")
-    for (n0, r0), (n1, r1) in zip(builds, builds[1:]):
+    for (n0, r0), (n1, r1) in itertools.pairwise(builds):
         lines.append(f"- growth {n0:,} -> {n1:,} customers ({n1 / n0:.0f}x): build time x"
                      f"{r1['median_s'] / r0['median_s']:.1f}, peak RSS x{r1['peak_rss_gb'] / r0['peak_rss_gb']:.1f}")
     return "\n".join(lines)

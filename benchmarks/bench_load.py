@@ -43,9 +43,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_serving import (API_KEY, CVM, Server, free_port, latest_snapshot, post,  # noqa: E402
-                                      server_envs)
-from benchmarks.loadgen import max_sustained_rps, run_rate_sync  # noqa: E402
+from benchmarks.bench_serving import API_KEY, CVM, Server, free_port, latest_snapshot, post, server_envs
+from benchmarks.loadgen import max_sustained_rps, run_rate_sync
 
 P99_LIMIT_MS = 20.0
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -93,8 +92,8 @@ def wrk_run(url: str, body_file: Path, connections: int, seconds: float, scratch
     cmd = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{int(seconds)}s", "--latency", "--timeout", "5s",
            "-s", str(script), url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))
-    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.MULTILINE).group(1))
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.MULTILINE).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)) else 0
     sock = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out)) \
@@ -150,8 +149,8 @@ def soak(base: str, score: list[bytes], rec: list[bytes], rate: float, seconds: 
     while remaining > 0:
         chunk = min(60.0, remaining)
         other: dict = {}
-        t = threading.Thread(target=lambda: other.update(r=run_rate_sync(
-            f"{base}/recommend", rec, rate / 2, chunk, headers=AUTH, warmup_s=0, timeout_s=5.0)))
+        t = threading.Thread(target=lambda out=other, seconds=chunk: out.update(r=run_rate_sync(
+            f"{base}/recommend", rec, rate / 2, seconds, headers=AUTH, warmup_s=0, timeout_s=5.0)))
         t.start()
         rs = run_rate_sync(f"{base}/score", score, rate / 2, chunk, headers=AUTH, warmup_s=0, timeout_s=5.0)
         t.join()
@@ -240,8 +239,8 @@ def main() -> None:
 
 
 def render(res: dict, args) -> str:
-    out = [f"Load benchmark (`cvm serve` on loopback; {platform.machine()}, {os.cpu_count()} cores, Python "
-           f"{platform.python_version()}; load generator on the same cores; steps of {args.step:g} s)", "",
+    out = [(f"Load benchmark (`cvm serve` on loopback; {platform.machine()}, {os.cpu_count()} cores, Python "
+           f"{platform.python_version()}; load generator on the same cores; steps of {args.step:g} s)"), "",
            "| measurement | result |", "| --- | --- |"]
     for name in ("score", "recommend"):
         best, steps = res[f"wrk_{name}"]
@@ -249,8 +248,8 @@ def render(res: dict, args) -> str:
         out.append(f"| /{name}, wrk closed loop, highest rate with p99 <= 20 ms and 0 errors | "
                    + (f"{best['rps']:.0f} req/s at {best['connections']} connections (p99 {best['p99']:.1f} ms)"
                       if best else "none") + f" ({trail}) |")
-    for key, label in (("open_score_1", "/score, open loop, 1 worker"), ("open_recommend", "/recommend, open loop, "
-                                                                                         "1 worker"),
+    for key, label in (("open_score_1", "/score, open loop, 1 worker"), ("open_recommend", ("/recommend, open loop, "
+                                                                                         "1 worker")),
                        ("open_score_2", "/score, open loop, 2 workers")):
         best, steps = res[key]
         out.append(f"| {label}: highest rate with p99 <= 20 ms and 0 errors | {best:.0f} req/s |")

@@ -215,9 +215,9 @@ def run(args: argparse.Namespace, workdir: Path) -> list[tuple[str, str]]:
     start = time.perf_counter()
     snapshot = writer.publish(snapshot_dir, as_of=AS_OF)
     seconds = time.perf_counter() - start
-    table.append(("publish", f"{seconds:.1f} s = {args.rows / seconds:,.0f} rows/s "
+    table.append(("publish", (f"{seconds:.1f} s = {args.rows / seconds:,.0f} rows/s "
                              f"({snapshot.path.stat().st_size / 1e6:,.0f} MB SQLite; "
-                             f"peak RSS {peak_rss_mb():,.0f} MB)"))
+                             f"peak RSS {peak_rss_mb():,.0f} MB)")))
     writer.close()
 
     rng = np.random.default_rng(args.seed + 1)

@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Self
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -71,7 +72,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.loadgen import LoadResult, max_sustained_rps, run_rate_sync  # noqa: E402
+from benchmarks.loadgen import LoadResult, max_sustained_rps, run_rate_sync
 
 BIN = Path(sys.executable).parent
 CVM = str(BIN / "cvm")
@@ -241,7 +242,7 @@ class Server:
         self.log_path, self.ready_timeout_s = log_path, ready_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         log(f"starting {self.name}: {shlex.join(self.cmd)}")
         t = time.perf_counter()
         with open(self.log_path, "wb") as out:
@@ -607,7 +608,7 @@ COLUMNS = ["measurement", "server", "load", "requests", "p50 ms", "p90 ms", "p99
 NUMERIC = {"requests", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s", "errors"}
 
 
-def fmt(x: float | int | None, digits: int = 2) -> str:
+def fmt(x: float | None, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
     return f"{x:,}" if isinstance(x, int) else f"{x:,.{digits}f}"
@@ -652,34 +653,34 @@ def machine_info(started: str, load_before: float) -> list[str]:
             pass
     try:
         commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                                capture_output=True, text=True, timeout=10).stdout.strip() or "?"
+                                capture_output=True, text=True, timeout=10, check=False).stdout.strip() or "?"
     except (OSError, subprocess.TimeoutExpired):
         commit = "?"
     return [
         f"run: {started}, repo {commit}",
-        f"machine: {cpu}, {os.cpu_count()} cores ({platform.machine()}), "
-        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, {platform.system()} {platform.release()}",
+        (f"machine: {cpu}, {os.cpu_count()} cores ({platform.machine()}), "
+        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, {platform.system()} {platform.release()}"),
         f"software: Python {platform.python_version()}, {', '.join(versions)}",
-        f"load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}; "
-        "the load generator runs on the same cores as the server",
+        (f"load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}; "
+        "the load generator runs on the same cores as the server"),
     ]
 
 
 def notes(args: argparse.Namespace, wl: Workload) -> list[str]:
     return [
-        f"- customers: seeded sample (seed {args.seed}) of {len(wl.score):,} distinct ids of "
+        (f"- customers: seeded sample (seed {args.seed}) of {len(wl.score):,} distinct ids of "
         f"{wl.customers:,} in {wl.snapshot}; single-customer /score with reasons=true, /recommend with k=3; "
-        f"each batch request a fresh sample of {BATCH_SIZE:,}",
-        f"- cvm serve: {args.workers} worker(s), --reload-seconds 0, API-key auth; mlflow models serve: "
+        f"each batch request a fresh sample of {BATCH_SIZE:,}"),
+        (f"- cvm serve: {args.workers} worker(s), --reload-seconds 0, API-key auth; mlflow models serve: "
         f"{CHURN_URI} alone, 1 uvicorn worker, --env-manager local, the customer's feature row in each "
-        "request",
-        "- open-loop latency runs from each request's scheduled send time (loadgen.py), after "
-        f"{args.warmup:g} s unrecorded warm-up; batches: round trip on one keep-alive connection",
-        f"- errors: non-2xx answers and requests unanswered after {LOADGEN_TIMEOUT_S:g} s; percentiles cover "
+        "request"),
+        ("- open-loop latency runs from each request's scheduled send time (loadgen.py), after "
+        f"{args.warmup:g} s unrecorded warm-up; batches: round trip on one keep-alive connection"),
+        (f"- errors: non-2xx answers and requests unanswered after {LOADGEN_TIMEOUT_S:g} s; percentiles cover "
         "answered requests. Before each run the bench waits until the server answers probes as fast as "
-        "when idle",
-        "- 4a compares with row 1 (ours at the same load). Ratio row, ours / mlflow: p99 (< 1: ours faster) "
-        "and max sustained rate (> 1: ours higher)",
+        "when idle"),
+        ("- 4a compares with row 1 (ours at the same load). Ratio row, ours / mlflow: p99 (< 1: ours faster) "
+        "and max sustained rate (> 1: ours higher)"),
     ]
 
 

@@ -10,12 +10,23 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from cvm.common import (CatalogOpt, HomeOpt, MasterOpt, WRITE_ERRORS, as_of_date, count_progress, err, fail,
-                        home_of, quiet_mlflow, warn)
+from cvm.common import (
+    WRITE_ERRORS,
+    CatalogOpt,
+    HomeOpt,
+    MasterOpt,
+    as_of_date,
+    count_progress,
+    err,
+    fail,
+    home_of,
+    quiet_mlflow,
+    warn,
+)
 from cvm.output import print_batch
 
 
@@ -56,9 +67,9 @@ def score_batch(
                                        "before it.")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset: a directory or a built-in name.")]
     = "completejourney",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output root; default "
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output root; default "
                                                 "$CVM_HOME/batch/<dataset>. Written to <out>/as_of=DATE/.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Experiment YAML for the feature "
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Experiment YAML for the feature "
                                                    "build (default: experiments/<dataset>.yaml when present).")]
     = None,
     catalog: CatalogOpt = None,

@@ -8,13 +8,31 @@ stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from cvm.common import (AsOfOpt, ConfigDatasetOpt, ConfigOpt, DatasetOpt, EngineOpt, HomeOpt, MasterOpt, UserError,
-                        as_of_date, command, console, count_progress, err, fail, group, home_of, run, step_progress)
+from cvm.common import (
+    AsOfOpt,
+    ConfigDatasetOpt,
+    ConfigOpt,
+    DatasetOpt,
+    EngineOpt,
+    HomeOpt,
+    MasterOpt,
+    UserError,
+    as_of_date,
+    command,
+    console,
+    count_progress,
+    err,
+    fail,
+    group,
+    home_of,
+    run,
+    step_progress,
+)
 from cvm.output import print_build, print_stats
 
 features_app = group("Build, inspect and publish point-in-time feature snapshots.")
@@ -80,12 +98,12 @@ def build(dataset: str | None, as_of: str, *, engine: str = "duckdb", spark_mast
 def features_build(
     as_of: AsOfOpt,
     dataset: ConfigDatasetOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Root directory for snapshots (default "
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Root directory for snapshots (default "
                                                 "$CVM_HOME/features/<dataset>).")] = None,
     engine: EngineOpt = "duckdb",
     spark_master: MasterOpt = None,
     config: ConfigOpt = None,
-    category_column: Annotated[Optional[str], typer.Option("--category-column", help="Products column used as "
+    category_column: Annotated[str | None, typer.Option("--category-column", help="Products column used as "
                                                            "category (e.g. product_category for completejourney).")]
     = None,
     publish: Annotated[bool, typer.Option("--publish", help="Also publish the snapshot to the online store.")] = False,
@@ -180,7 +198,7 @@ def sources_check(dataset: ConfigDatasetOpt = None, config: ConfigOpt = None, ho
 
 @command(profiles_app, "build")
 def profiles_build(dataset: ConfigDatasetOpt = None,
-                   as_of: Annotated[Optional[str], typer.Option("--as-of", help="Use only identities seen before "
+                   as_of: Annotated[str | None, typer.Option("--as-of", help="Use only identities seen before "
                                                                 "this date.")] = None,
                    config: ConfigOpt = None, home: HomeOpt = None) -> None:
     """Link source records into golden customer profiles (written under $CVM_HOME/profiles)."""
@@ -195,9 +213,9 @@ def profiles_build(dataset: ConfigDatasetOpt = None,
         cfg = load_config(config)
         ds = resolve_dataset(_dataset_spec(dataset, cfg), h)
         with err.status("resolving identities"):
-            return ds, build_profiles(ds, h, day, cfg.profiles, validation=cfg.validation)
+            return build_profiles(ds, h, day, cfg.profiles, validation=cfg.validation)
 
-    ds, (stats, where) = run(go)
+    stats, where = run(go)
     print_stats("identity resolution", stats)
     console.print(f"profiles written to {where}")
 
@@ -217,7 +235,7 @@ def linkage(dataset: str | None, truth: Path | None, config: Path | None, home: 
 
 @command(profiles_app, "evaluate")
 def profiles_evaluate(dataset: ConfigDatasetOpt = None,
-                      truth: Annotated[Optional[Path], typer.Option("--truth", help="records.parquet with "
+                      truth: Annotated[Path | None, typer.Option("--truth", help="records.parquet with "
                                                                     "(source_system, source_id, person_id); default "
                                                                     "<dataset>/truth/records.parquet.")] = None,
                       config: ConfigOpt = None, home: HomeOpt = None) -> None:

@@ -6,7 +6,8 @@ keep ``cvm --help`` fast.
 
 from __future__ import annotations
 
-from typing import Annotated, Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import typer
 from rich.table import Table
@@ -40,7 +41,7 @@ def _client(home):
 
 @command(models_app, "list")
 def models_list(
-    task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Only this task (repeatable); default all four.")] = None,
+    task: Annotated[list[str] | None, typer.Option("--task", "-t", help="Only this task (repeatable); default all four.")] = None,
     home: HomeOpt = None,
 ) -> None:
     """List every registered version: aliases (champion, challenger...), snapshot date, primary metric."""

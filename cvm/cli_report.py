@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,7 +18,7 @@ def report(
     = "completejourney",
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (self-contained, opens offline).")]
     = Path("report.html"),
-    batch_dir: Annotated[Optional[Path], typer.Option("--batch-dir", help="Batch output root (default "
+    batch_dir: Annotated[Path | None, typer.Option("--batch-dir", help="Batch output root (default "
                                                       "$CVM_HOME/batch/<dataset>); the batch runs first if it has "
                                                       "no output for the date.")] = None,
     period_days: Annotated[int, typer.Option("--period-days", min=7, max=365, help="Length of the 'last period' "

@@ -14,8 +14,19 @@ from typing import Annotated
 
 import typer
 
-from cvm.common import (CatalogOpt, HomeOpt, as_of_date, command, console, err, fail, group, home_of, quiet_mlflow,
-                        run)
+from cvm.common import (
+    CatalogOpt,
+    HomeOpt,
+    as_of_date,
+    command,
+    console,
+    err,
+    fail,
+    group,
+    home_of,
+    quiet_mlflow,
+    run,
+)
 from cvm.output import print_nbo_table
 
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset whose published snapshot is served.")]

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from cvm.common import AsOfOpt, ConfigDatasetOpt, HomeOpt, UserError, as_of_date, err, home_of, run, step_progress
+from cvm.common import (
+    AsOfOpt,
+    ConfigDatasetOpt,
+    HomeOpt,
+    UserError,
+    as_of_date,
+    err,
+    home_of,
+    run,
+    step_progress,
+)
 from cvm.output import print_training
 
 DEFAULT_EXPERIMENTS = Path("experiments")
@@ -39,11 +49,11 @@ def train(
     task: Annotated[str, typer.Argument(help="churn, next-purchase, cross-sell, clv or all.")],
     as_of: AsOfOpt,
     dataset: ConfigDatasetOpt = None,
-    horizon_days: Annotated[Optional[int], typer.Option("--horizon-days", min=1, help="Label window H (default: per "
+    horizon_days: Annotated[int | None, typer.Option("--horizon-days", min=1, help="Label window H (default: per "
                                                         "task, from the config).")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Optuna trials (default: the config's "
+    trials: Annotated[int | None, typer.Option("--trials", min=1, help="Optuna trials (default: the config's "
                                                   "budget).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Dataset-level experiment YAML (features, "
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Dataset-level experiment YAML (features, "
                                                    "validation, profiles) under the task's training settings; "
                                                    "default: what experiments/<task>.yaml extends.")] = None,
     experiments: Annotated[Path, typer.Option("--experiments", help="Folder of per-task experiment YAMLs.")]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Optional, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -31,20 +31,20 @@ err = Console(stderr=True)
 
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset: a directory of Parquet/CSV tables or the "
                                          "built-in name completejourney.")]
-ConfigDatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset: a directory of Parquet/CSV "
+ConfigDatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset: a directory of Parquet/CSV "
                                                          "tables or the built-in name completejourney. Default: "
                                                          "`dataset` of --config.")]
 AsOfOpt = Annotated[str, typer.Option("--as-of", help="Snapshot date YYYY-MM-DD: only data strictly before 00:00 of "
                                       "this day is used.")]
 EngineOpt = Annotated[str, typer.Option("--engine", help="duckdb (embedded, default) or spark.")]
-MasterOpt = Annotated[Optional[str], typer.Option("--spark-master", help="Spark master URL for --engine spark "
+MasterOpt = Annotated[str | None, typer.Option("--spark-master", help="Spark master URL for --engine spark "
                                                   "(default local[*]).")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Experiment YAML (sections: features, "
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Experiment YAML (sections: features, "
                                                    "validation, profiles).")]
-HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="State directory; default $CVM_HOME or ./cvm_home. "
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="State directory; default $CVM_HOME or ./cvm_home. "
                                                  "MLflow store: $MLFLOW_TRACKING_URI, else SQLite under it.",
                                                  envvar="CVM_HOME")]
-CatalogOpt = Annotated[Optional[Path], typer.Option("--catalog", help="Offer catalog YAML; default "
+CatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="Offer catalog YAML; default "
                                                     "scoring/catalogs/<dataset>.yaml.")]
 
 #: errors of writing an output (exit 4): disk full, quota, read-only, permissions, I/O
@@ -185,7 +185,14 @@ def setup_logging(verbose: bool) -> None:
 def step_progress(title: str, total: int | None) -> Iterator[Callable[[str], None]]:
     """A progress bar over a job's named steps (pulsing when their number is not known in
     advance); yields the callback that advances it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=True) as bar:

@@ -14,7 +14,7 @@ import os
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -29,7 +29,7 @@ def demo(
                                        "2017).")] = "2017-11-01",
     synthetic_customers: Annotated[int, typer.Option("--synthetic-customers", min=0, help="Persons in the synthetic "
                                                      "part (0 skips it).")] = 20_000,
-    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Optuna trials per model (default: "
+    trials: Annotated[int | None, typer.Option("--trials", min=1, help="Optuna trials per model (default: "
                                                   "experiments/<task>.yaml, 30).")] = None,
     home: HomeOpt = None,
 ) -> None:
@@ -122,11 +122,11 @@ def call_service(home: Path, dataset: str, customer_id: str) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "cvm.cli", "serve", "--port", str(port), "--dataset", dataset, "--reload-seconds", "0"]
-    with running(cmd, ready=http_ok(url + "/readyz"), env=env, log=log, timeout=120, what="cvm serve"):
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
-            assert httpx.post(url + "/score", json={"customer_ids": [customer_id]}).status_code == 401
-            r = c.post("/score", json={"customer_ids": [customer_id]}).json()["results"][0]
-            rec = c.post("/recommend", json={"customer_id": customer_id, "k": 3}).json()
+    with (running(cmd, ready=http_ok(url + "/readyz"), env=env, log=log, timeout=120, what="cvm serve"),
+          httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c):
+        assert httpx.post(url + "/score", json={"customer_ids": [customer_id]}).status_code == 401
+        r = c.post("/score", json={"customer_ids": [customer_id]}).json()["results"][0]
+        rec = c.post("/recommend", json={"customer_id": customer_id, "k": 3}).json()
     console.print(f"POST /score {customer_id}: segment {r['rfm_segment']}, churn {r['churn_probability']:.3f}, "
                   f"next purchase {r['next_purchase_probability']:.3f}, CLV {r['clv']:.2f}; churn driven by "
                   + ", ".join(f"{x['feature']} ({x['effect']})" for x in r["reasons"].get("churn", [])))

@@ -3,6 +3,8 @@ linkage measurement produced, for a person to read."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 from rich.markup import escape
 from rich.table import Table
@@ -91,7 +93,7 @@ def print_training(results) -> None:
         for m in shown:
             label = m.removeprefix("test_") + (" *" if m in judged else "")
             cells = [r.metrics.get(m)] + [r.baselines[n].get(m) for n in names]
-            t.add_row(label, *["" if v is None or v != v else f"{v:.4f}" for v in cells])
+            t.add_row(label, *["" if v is None or math.isnan(v) else f"{v:.4f}" for v in cells])
         console.print(t)
         verdict = "[green]beats every baseline[/]" if r.beats_all_baselines else "[red]does NOT beat every baseline[/]"
         console.print(f"  * judged metric; model {verdict}; MLflow run {r.run_id}")

@@ -66,8 +66,8 @@ def _customer_orders(orders: ibis.Table, cut: datetime, fs: FeatureSet) -> ibis.
     since = {d: _ts(cut - timedelta(days=d)) for d in {*cfg.windows_days, cfg.rfm_window_days,
                                                        cfg.trend_window_days, 2 * cfg.trend_window_days}}
     o = orders
-    n_orders = lambda where=None: o.order_id.count(where=where)  # noqa: E731
-    total = lambda col, where=None: _money(o[col].sum(where=where).fill_null(0.0))  # noqa: E731
+    n_orders = lambda where=None: o.order_id.count(where=where)
+    total = lambda col, where=None: _money(o[col].sum(where=where).fill_null(0.0))
     t, t2 = since[cfg.trend_window_days], since[2 * cfg.trend_window_days]
     in_w = o.order_ts >= since[cfg.rfm_window_days]
     aggs = {

@@ -47,9 +47,9 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, Self
 from urllib.parse import quote
 
 import numpy as np
@@ -144,7 +144,7 @@ class PublishedSnapshot:
                 "contacts": self.contacts}
 
     @classmethod
-    def from_manifest(cls, data: Mapping[str, object], root: Path) -> "PublishedSnapshot":
+    def from_manifest(cls, data: Mapping[str, object], root: Path) -> PublishedSnapshot:
         if data.get("format") != FORMAT_VERSION:
             raise ValueError(f"unsupported manifest format {data.get('format')!r}")
         return cls(version=str(data["version"]), as_of=date.fromisoformat(str(data["as_of"])),
@@ -235,7 +235,7 @@ class SQLiteOnlineStore:
             raise SnapshotValidationError(f"snapshot {snapshot_dir} has zero rows: nothing to publish")
         history = _open_contacts(contacts) if contacts is not None else None
 
-        published_at = datetime.now(timezone.utc)
+        published_at = datetime.now(UTC)
         version = f"{published_at:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"  # sorts by publish time
         snapshot = PublishedSnapshot(version=version, as_of=as_of, rows=rows, columns=columns,
                                      path=self.root / SNAPSHOTS_DIR / f"{version}.sqlite",
@@ -268,7 +268,8 @@ class SQLiteOnlineStore:
         """
         files = sorted((self.root / SNAPSHOTS_DIR).glob("*.sqlite"))
         now = time.time()
-        for old, successor in zip(files[: -self.keep], files[1:]):
+        for i, old in enumerate(files[: -self.keep]):  # each superseded file and the one after it
+            successor = files[i + 1]
             if old == current or now - _mtime(successor) < self.grace_seconds:
                 continue
             _remove(old)
@@ -365,7 +366,7 @@ class SQLiteOnlineStore:
             self._open = None
             self._rejected_key = None
 
-    def __enter__(self) -> "SQLiteOnlineStore":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -478,7 +479,7 @@ class _Layout:
     empty_row: tuple[None, ...]
 
     @classmethod
-    def of(cls, snapshot: PublishedSnapshot) -> "_Layout":
+    def of(cls, snapshot: PublishedSnapshot) -> _Layout:
         dtypes = tuple(snapshot.columns.values())
 
         def positions(dtype: str) -> tuple[int, ...]:

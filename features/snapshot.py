@@ -64,8 +64,8 @@ def check_schema(root: Path, fs: FeatureSet, *, replace: bool = False) -> None:
             f"{fs.fingerprint()} (added: {added or 'none'}, removed: {removed or 'none'}, or dtypes/order "
             "changed). Rebuild every snapshot with --replace-schema, or write elsewhere with --out."
         )
-    for old_dir in root.glob("as_of=*"):
-        shutil.rmtree(old_dir)
+    for day in partitions(root):
+        shutil.rmtree(partition_dir(root, day))
 
 
 def write_snapshot(root: Path, as_of: date, fs: FeatureSet, write: Callable[[Path], None],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -80,8 +80,8 @@ class _Figures:
 
     def div(self, fig, height: int = 360) -> str:
         self.n += 1
-        fig.update_layout(height=height, margin=dict(l=50, r=20, t=40, b=45), template="plotly_white",
-                          font=dict(size=11))
+        fig.update_layout(height=height, margin={"l": 50, "r": 20, "t": 40, "b": 45}, template="plotly_white",
+                          font={"size": 11})
         return fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig{self.n}",
                            config={"displaylogo": False, "responsive": True})
 
@@ -101,7 +101,7 @@ def render(inp: ReportInputs, *, period_days: int = PERIOD_DAYS, campaign_weeks:
     parts.append(_campaign_section(inp, figs, go, campaign_weeks))
     m = inp.manifest
     models = ", ".join(f"{v['name']} v{v['version']}" for v in m.get("models", {}).values()) or "none"
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     meta = {"dataset": inp.dataset, "as_of": inp.as_of.isoformat(), "models": m.get("models", {}),
             "snapshot": m.get("snapshot", {}).get("feature_set_fingerprint")}
     return f"""<!DOCTYPE html>
@@ -150,12 +150,12 @@ def _cohort_section(inp: ReportInputs, figs: _Figures, go) -> str:
                                 colorscale="Blues", zmin=0, zmax=1, hovertemplate="cohort %{y}<br>month +%{x}: "
                                 "%{z:.1%}<extra></extra>"))
     heat.update_layout(title="Share of each cohort ordering n months after its first", xaxis_title="months since "
-                       "first order", yaxis=dict(autorange="reversed"))
+                       "first order", yaxis={"autorange": "reversed"})
     rev = go.Figure(go.Heatmap(z=revenue.to_numpy(), x=[str(c) for c in revenue.columns], y=labels,
                                colorscale="Greens", hovertemplate="cohort %{y}<br>month +%{x}: %{z:,.0f}"
                                "<extra></extra>"))
     rev.update_layout(title="Revenue of each cohort by month since its first order", xaxis_title="months since "
-                      "first order", yaxis=dict(autorange="reversed"))
+                      "first order", yaxis={"autorange": "reversed"})
     note = ("A cohort is the month of a customer's first order in the data; the first month of the data holds "
             "every customer already active then. Complete months only.")
     return (f'<section id="cohorts"><h2>2. Acquisition cohorts by month</h2><p class="note">{note}</p>'
@@ -167,7 +167,7 @@ def _segment_section(inp: ReportInputs, figs: _Figures, go, period_days: int) ->
     bars = go.Figure()
     bars.add_bar(x=seg.index, y=seg["customers"] / seg["customers"].sum(), name="share of customers")
     bars.add_bar(x=seg.index, y=seg["revenue_share"], name="share of last-period revenue")
-    bars.update_layout(title="RFM segments: customers and revenue", yaxis=dict(tickformat=".0%"), barmode="group")
+    bars.update_layout(title="RFM segments: customers and revenue", yaxis={"tickformat": ".0%"}, barmode="group")
     clv = go.Figure(go.Bar(x=seg.index, y=seg["clv_mean"], marker_color="#2a9d8f"))
     clv.update_layout(title="Average predicted CLV per segment")
     table = seg.rename(columns={"clv_mean": "average CLV", "revenue_share": "revenue share"})
@@ -197,10 +197,10 @@ def _clv_section(inp: ReportInputs, figs: _Figures, go) -> str:
     x, y = metrics.pareto(clv)
     step = max(1, len(x) // 500)
     par = go.Figure(go.Scatter(x=x[::step], y=y[::step], mode="lines", name="CLV"))
-    par.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="equal")
+    par.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="equal")
     par.update_layout(title="Pareto: share of total CLV held by the best customers",
-                      xaxis=dict(title="share of customers (highest CLV first)", tickformat=".0%"),
-                      yaxis=dict(title="share of total CLV", tickformat=".0%"))
+                      xaxis={"title": "share of customers (highest CLV first)", "tickformat": ".0%"},
+                      yaxis={"title": "share of total CLV", "tickformat": ".0%"})
     top20 = metrics.top_share(clv, 0.2)
     return (f'<section id="clv"><h2>4. Customer lifetime value</h2><p class="note">The top 20 % of customers '
             f'hold {top20:.1%} of the predicted CLV.</p><div class="grid2"><div>{figs.div(hist)}</div>'
@@ -229,17 +229,17 @@ def _card(card: ModelCard, figs: _Figures, go) -> str:
         f = go.Figure()
         for name, g in cal.groupby("model", sort=False):
             f.add_scatter(x=g["mean_predicted"], y=g["observed"], mode="lines+markers", name=name)
-        f.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="perfect")
+        f.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="perfect")
         f.update_layout(title="Calibration", xaxis_title="mean predicted probability", yaxis_title="observed rate")
         plots.append(figs.div(f, 320))
     gains = card.gains()
     if gains:
         f = go.Figure()
         for name, (x, y) in gains.items():
-            f.add_scatter(x=x, y=y, mode="lines", name=name, line=dict(width=3 if name == "lightgbm" else 1.5))
-        f.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="random")
-        f.update_layout(title="Cumulative gains", xaxis=dict(title="share targeted", tickformat=".0%"),
-                        yaxis=dict(title="share of outcome captured", tickformat=".0%"))
+            f.add_scatter(x=x, y=y, mode="lines", name=name, line={"width": 3 if name == "lightgbm" else 1.5})
+        f.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="random")
+        f.update_layout(title="Cumulative gains", xaxis={"title": "share targeted", "tickformat": ".0%"},
+                        yaxis={"title": "share of outcome captured", "tickformat": ".0%"})
         plots.append(figs.div(f, 320))
     imp = card.importance.sort_values("gain", ascending=False).head(15)
     if len(imp):
@@ -268,7 +268,7 @@ def _nbo_section(inp: ReportInputs, figs: _Figures, go) -> str:
         t = inp.nbo_evaluation
         f = go.Figure(go.Bar(x=t["policy"], y=t["hit_rate"], marker_color="#2a9d8f"))
         f.update_layout(title="Offline evaluation: customers who bought the offered category",
-                        yaxis=dict(tickformat=".1%"))
+                        yaxis={"tickformat": ".1%"})
         ev_html = ('<p class="note">Observational: nobody received these offers; each policy picks one offer per '
                    'customer and is credited when the customer bought that category in the following days.</p>'
                    + _table(t, "{:.4f}") + figs.div(f, 320))
@@ -284,11 +284,11 @@ def _campaign_section(inp: ReportInputs, figs: _Figures, go, weeks: int) -> str:
         return f'<section id="campaigns"><h2>{title}</h2><p class="note">no campaign with {weeks} weeks of data ' \
                f'after it</p></section>'
     f = go.Figure(go.Scatter(x=eff["campaign_id"], y=eff["difference"], mode="markers",
-                             error_y=dict(type="data", symmetric=False, array=eff["ci_high"] - eff["difference"],
-                                          arrayminus=eff["difference"] - eff["ci_low"])))
+                             error_y={"type": "data", "symmetric": False, "array": eff["ci_high"] - eff["difference"],
+                                          "arrayminus": eff["difference"] - eff["ci_low"]}))
     f.add_hline(y=0, line_dash="dot", line_color="grey")
     f.update_layout(title=f"Spend in the {weeks} weeks after a campaign: contacted minus not contacted, 95 % CI",
-                    xaxis=dict(title="campaign (by start date)", type="category"),
+                    xaxis={"title": "campaign (by start date)", "type": "category"},
                     yaxis_title="difference in mean spend")
     note = (f"<b>Observational, not causal.</b> Among customers who bought in the 90 days before each campaign "
             f"started, mean spend in the {weeks} weeks after its start of those the campaign contacted and of "

@@ -68,13 +68,13 @@ def kpis(daily: pd.DataFrame, scores: pd.DataFrame, as_of: date, period_days: in
     churn = float(churned / len(prev)) if len(prev) else float("nan")
     revenue = float(last.sum())
     clv = scores["clv"].dropna().to_numpy(dtype="float64") if "clv" in scores else np.empty(0)
-    return Kpis(as_of=as_of, period_days=period_days, active_customers=int(len(last)), churn_rate=churn,
+    return Kpis(as_of=as_of, period_days=period_days, active_customers=len(last), churn_rate=churn,
                 retention_rate=1.0 - churn if len(prev) else float("nan"), revenue=revenue,
                 arpu=revenue / len(last) if len(last) else float("nan"),
                 clv_mean=float(clv.mean()) if len(clv) else float("nan"),
                 clv_median=float(np.median(clv)) if len(clv) else float("nan"),
                 top20_revenue_share=top_share(last.to_numpy(dtype="float64"), 0.2),
-                customers_scored=int(len(scores)))
+                customers_scored=len(scores))
 
 
 def top_share(values: np.ndarray, top: float) -> float:
@@ -104,7 +104,7 @@ def cohorts(daily: pd.DataFrame, as_of: date) -> tuple[pd.DataFrame, pd.DataFram
     frame["m"] = frame["month"] - frame["cohort"]
     first = frame.groupby("customer_id")["cohort"].first()
     size = first.value_counts().sort_index()
-    months = range(0, int(last_complete - size.index.min()) + 1) if len(size) else range(0)
+    months = range(int(last_complete - size.index.min()) + 1) if len(size) else range(0)
     active = frame.groupby(["cohort", "m"])["customer_id"].nunique().unstack("m").reindex(index=size.index,
                                                                                        columns=months)
     revenue = frame.groupby(["cohort", "m"])["revenue"].sum().unstack("m").reindex(index=size.index,

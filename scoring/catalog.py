@@ -2,7 +2,7 @@
 
 Written in YAML by marketers, checked strictly at load: an unknown field, a bad value
 or a target category the dataset does not have is an error naming the offer and the
-field. The next-best-offer engine (``serving.nbo``) ranks offers by
+field. The next-best-offer engine (``scoring.nbo``) ranks offers by
 
     priority = propensity x value x lever - cost
 
@@ -69,7 +69,7 @@ class ScoreRange(_Strict):
     max: float | None = None
 
     @model_validator(mode="after")
-    def _ordered(self) -> "ScoreRange":
+    def _ordered(self) -> ScoreRange:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
         return self
@@ -120,7 +120,7 @@ class Offer(_Strict):
     campaign_ids: list[str] = Field(default_factory=list)  # past campaigns that were this offer
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Offer":
+    def _consistent(self) -> Offer:
         if self.type == "cross_sell" and not self.target_category:
             raise ValueError("a cross_sell offer needs target_category")
         if self.value.model == "category_spend" and not self.target_category:
@@ -149,7 +149,7 @@ class Catalog(_Strict):
     offers: Annotated[list[Offer], Field(min_length=1)]
 
     @model_validator(mode="after")
-    def _references(self) -> "Catalog":
+    def _references(self) -> Catalog:
         ids = [o.id for o in self.offers]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -167,7 +167,7 @@ class Catalog(_Strict):
                 return o
         raise KeyError(offer_id)
 
-    def check_categories(self, categories: Iterable[str], source: str = "catalog") -> "Catalog":
+    def check_categories(self, categories: Iterable[str], source: str = "catalog") -> Catalog:
         """Reject target categories the dataset (the cross-sell model) does not know."""
         known = list(categories)
         bad = [(o.id, o.target_category) for o in self.offers
@@ -224,5 +224,5 @@ def load_catalog(path: str | Path, categories: Iterable[str] | None = None) -> C
 
 
 def default_catalog_path(dataset: str) -> Path:
-    """The catalog shipped for a dataset: ``serving/catalogs/<dataset>.yaml``."""
+    """The catalog shipped for a dataset: ``scoring/catalogs/<dataset>.yaml``."""
     return Path(__file__).parent / "catalogs" / f"{dataset}.yaml"

@@ -43,7 +43,7 @@ def task_model(pyfunc_dir_or_uri: str, what: str):
 
     try:
         model = mlflow.pyfunc.load_model(pyfunc_dir_or_uri).unwrap_python_model().model
-    except Exception as exc:  # noqa: BLE001 - any failure is a rejected version, reported with its cause
+    except Exception as exc:
         raise ModelLoadError(f"{what} cannot be loaded: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, TaskModel):
         raise ModelLoadError(f"{what} is not a cvm task model (found {type(model).__name__})")
@@ -76,7 +76,7 @@ class RegistrySource:
                 if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower():
                     continue
                 raise NotReadyError(f"model registry at {self.tracking_uri} unusable: {exc}") from exc
-            except Exception as exc:  # noqa: BLE001 - connection errors come in many types
+            except Exception as exc:
                 raise NotReadyError(f"model registry at {self.tracking_uri} unreachable: "
                                     f"{type(exc).__name__}: {exc}") from exc
             out[task] = str(mv.version)
@@ -94,7 +94,7 @@ class RegistrySource:
             source = self.client().get_model_version_download_uri(name, version)
             return mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=dst,
                                                        tracking_uri=self.tracking_uri)
-        except Exception as exc:  # noqa: BLE001 - unreachable registry, missing artifacts...
+        except Exception as exc:
             raise ModelLoadError(f"{name} version {version} cannot be downloaded: "
                                  f"{type(exc).__name__}: {exc}") from exc
 

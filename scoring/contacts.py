@@ -36,7 +36,7 @@ class ContactHistory:
     _span_cache: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_frame(cls, contacts: pd.DataFrame, as_of: date) -> "ContactHistory":
+    def from_frame(cls, contacts: pd.DataFrame, as_of: date) -> ContactHistory:
         """``customer_id``, ``campaign_id``, ``timestamp`` rows; those at or after as_of are ignored."""
         cut = pd.Timestamp(cutoff(as_of))
         ts = pd.to_datetime(contacts["timestamp"])
@@ -61,7 +61,7 @@ class ContactHistory:
             self._span_cache = (pd.Index(ids[starts]), starts.astype("int64"), ends)
         return self._span_cache
 
-    def state(self, customer_ids: Sequence[str], catalog: Catalog) -> "ContactState":
+    def state(self, customer_ids: Sequence[str], catalog: Catalog) -> ContactState:
         n, m = len(customer_ids), len(catalog.offers)
         caps = catalog.contact_policy.caps
         never = np.iinfo("int64").max
@@ -106,7 +106,7 @@ class ContactState:
     offer_last: np.ndarray
 
     @classmethod
-    def none(cls, n: int, catalog: Catalog) -> "ContactState":
+    def none(cls, n: int, catalog: Catalog) -> ContactState:
         m = len(catalog.offers)
         return cls(np.zeros((n, len(catalog.contact_policy.caps)), dtype="int64"),
                    np.zeros((n, m), dtype="int64"), np.full((n, m), np.iinfo("int64").max, dtype="int64"))

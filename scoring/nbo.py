@@ -36,7 +36,7 @@ class CategorySpend:
 
     @classmethod
     def from_snapshot(cls, block: Mapping[str, np.ndarray], categories: Sequence[str], window_days: int,
-                      horizon_days: int) -> "CategorySpend":
+                      horizon_days: int) -> CategorySpend:
         """Mean spend per buying customer in each category, from snapshot features
         (``spend_share_<c>`` x ``monetary`` over ``window_days``), scaled to the horizon."""
         monetary = np.asarray(block["monetary"], dtype="float64")
@@ -167,7 +167,7 @@ def top_offers(scores: CustomerScores, catalog: Catalog, result: Mapping[str, np
     """The ``k`` best eligible offers per customer, best first: columns ``OFFER_COLUMNS``
     as arrays, one entry per (customer, offer) (``pd.DataFrame(...)`` makes it a table)."""
     ev = result["expected_value"]
-    n, m = ev.shape
+    n, _m = ev.shape
     order = np.argsort(np.where(np.isnan(ev), np.inf, -ev), axis=1, kind="stable")[:, :k]
     width = order.shape[1]
     rows_i = np.repeat(np.arange(n), width)

@@ -180,7 +180,7 @@ def _top_categories(p: np.ndarray, categories: Sequence[str]) -> list[list[dict[
     rows = np.arange(n)[:, None]
     probs = np.round(p[rows, order], 6).tolist()
     cats = np.asarray(categories, dtype=object)[order].tolist()
-    return [[{"category": c, "probability": q} for c, q in zip(cr, pr) if q == q] for cr, pr in zip(cats, probs)]
+    return [[{"category": c, "probability": q} for c, q in zip(cr, pr) if not math.isnan(q)] for cr, pr in zip(cats, probs)]
 
 
 def _reasons(contrib: np.ndarray, x: np.ndarray, features: Sequence[str],

@@ -26,9 +26,9 @@ from bentoml.exceptions import ServiceUnavailable
 from pydantic import BaseModel, Field, StringConstraints
 from starlette.responses import Response
 
+from scoring.champions import NotReadyError
 from serving import engine
 from serving.http import REQUEST_ID, GuardMiddleware, RequestIdFilter
-from scoring.champions import NotReadyError
 from serving.settings import SERVICE_NAME, ServiceSettings
 
 log = logging.getLogger("cvm.serving")

@@ -153,7 +153,7 @@ class ServiceSettings(BaseModel):
         return v
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, in_bento: bool = False) -> "ServiceSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None, *, in_bento: bool = False) -> ServiceSettings:
         """The settings from ``env`` (default: the process environment); ``SettingsError``
         naming the variable when one cannot be used."""
         token = _ENVIRON.set(None if env is None else dict(env))

@@ -18,10 +18,10 @@ from base.engines import Engine
 from sources.contract import TABLES
 from sources.dataset import Dataset, DatasetError, TableFiles
 from sources.validate import (
-    duplicate_candidates,
     ValidationConfig,
     check_required_columns,
     clean_rows,
+    duplicate_candidates,
     quarantined_rows,
     validate_table,
 )

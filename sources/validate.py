@@ -172,8 +172,8 @@ def validate_table(raw: ibis.Table, spec: TableSpec, config: ValidationConfig, *
                            f"{c.name} is out of range (|x| > {config.max_abs_amount:g})"))
         if c.dtype == "timestamp":
             out = (v < ibis.timestamp(config.min_timestamp)) | (v >= ibis.timestamp(config.max_timestamp))
-            checks.append((out, f"{c.name} is out of range ({config.min_timestamp:%Y-%m-%d}.."
-                                f"{config.max_timestamp:%Y-%m-%d})"))
+            checks.append((out, (f"{c.name} is out of range ({config.min_timestamp:%Y-%m-%d}.."
+                                f"{config.max_timestamp:%Y-%m-%d})")))
     if "_copy" in raw.columns:
         checks.append((raw["_copy"] > 0, "duplicate of another row"))
     reason = ibis.null(dt.string)

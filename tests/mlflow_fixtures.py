@@ -35,7 +35,7 @@ class ConstantModel(mlflow.pyfunc.PythonModel):
     def __init__(self, value: float) -> None:
         self.value = value
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # noqa: ARG002
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return pd.DataFrame({"score": [self.value] * len(model_input)})
 
 

@@ -23,10 +23,10 @@ KEYS = {"scores.parquet": ["customer_id"], "cross_sell.parquet": ["customer_id",
 
 @pytest.fixture(scope="module")
 def both_engines(served_home, spark_engine, tmp_path_factory):
-    from typer.testing import CliRunner
-
     import mlflow.tracking._model_registry.utils as registry_utils
     import mlflow.tracking._tracking_service.utils as tracking_utils
+    from typer.testing import CliRunner
+
     from cvm.cli import app
 
     saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 
 import numpy as np
@@ -234,7 +235,7 @@ def test_recent_buyer_is_more_alive_than_a_silent_twin(fitted):
 
 def test_expectations_grow_with_the_horizon(fitted, snapshot):
     outs = [fitted.transform(snapshot, h) for h in (7, 30, 90, 365)]
-    for shorter, longer in zip(outs, outs[1:]):
+    for shorter, longer in itertools.pairwise(outs):
         assert (longer["bgnbd_expected_purchases"] > shorter["bgnbd_expected_purchases"]).all()
         assert (longer["bgnbd_p_purchase"] >= shorter["bgnbd_p_purchase"]).all()
         assert (longer["bgnbd_expected_spend"] > shorter["bgnbd_expected_spend"]).all()

@@ -142,7 +142,7 @@ def test_no_order_before_as_of_is_an_error(tiny_dataset, home, duckdb_engine):
 
 def test_windows_are_configuration(tiny_dataset, home, duckdb_engine, tmp_path):
     cfg = FeatureConfig(windows_days=[7, 45], rfm_window_days=60, event_window_days=30)
-    result, got = build(tiny_dataset, home, duckdb_engine, config=cfg, out=tmp_path / "other")
+    _result, got = build(tiny_dataset, home, duckdb_engine, config=cfg, out=tmp_path / "other")
     assert {"orders_7d", "orders_45d", "distinct_categories_60d", "events_view_30d"} <= set(got.columns)
     assert "orders_30d" not in got.columns
     a = got.set_index("customer_id").loc["A"]

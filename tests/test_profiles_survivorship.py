@@ -11,9 +11,9 @@ import pytest
 from pandas.testing import assert_frame_equal
 from pydantic import ValidationError
 
+from profiles import survivorship
 from profiles.config import ResolutionConfig, SurvivorshipConfig
 from profiles.resolve import profile_id, resolve_identities
-from profiles import survivorship
 from profiles.survivorship import golden_records
 
 ID_COLUMNS = ["source_system", "source_id", "id_type", "value", "seen_at"]

@@ -341,7 +341,7 @@ def test_bento_serves_without_mlflow(served_home, tmp_path):
     env.update({"BENTOML_HOME": str(tmp_path / "bentoml"), "MLFLOW_DISABLE_TELEMETRY": "true"})
     built = subprocess.run([sys.executable, "-m", "cvm.cli", "bento", "--dataset", str(served_home.dataset),
                             "--catalog", str(catalog), "--home", str(served_home.home)],
-                           env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+                           env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     assert "packed cvm-churn:" in built.stdout and "packed cvm-online-snapshot:" in built.stdout
 

@@ -45,7 +45,7 @@ def test_bad_rows_are_quarantined_alike(tmp_path, home, duckdb_engine, spark_eng
 
 def test_completejourney_parity(home, duckdb_engine, spark_engine, tmp_path):
     ds = resolve_dataset("completejourney", home)
-    (rd, d), (rs, s) = _both(ds, date(2017, 7, 1), home, duckdb_engine, spark_engine, tmp_path)
+    (_rd, d), (_rs, s) = _both(ds, date(2017, 7, 1), home, duckdb_engine, spark_engine, tmp_path)
     assert len(d) > 2000
     pd.testing.assert_frame_equal(d, s, check_exact=False, rtol=1e-9, atol=0)
 

@@ -69,8 +69,7 @@ def norm_email(v: str) -> str:
 
 def norm_phone(v: str) -> str:
     d = re.sub(r"\D", "", v)
-    if d.startswith("00"):
-        d = d[2:]
+    d = d.removeprefix("00")
     if d.startswith("0"):
         d = "44" + d[1:]
     return d
@@ -180,9 +179,9 @@ def test_an_interrupted_run_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("kwargs", [dict(customers=0), dict(customers=10, fmt="json"),
-                                    dict(customers=10, chunk_size=0),
-                                    dict(customers=10, start=date(2025, 1, 1), end=date(2024, 1, 1))],
+@pytest.mark.parametrize("kwargs", [{"customers": 0}, {"customers": 10, "fmt": "json"},
+                                    {"customers": 10, "chunk_size": 0},
+                                    {"customers": 10, "start": date(2025, 1, 1), "end": date(2024, 1, 1)}],
                          ids=["no-customers", "bad-format", "bad-chunk", "reversed-window"])
 def test_rejects_bad_arguments(tmp_path, kwargs):
     with pytest.raises(ValueError):

@@ -15,15 +15,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from cvm.cli import app
-from training.experiment import load_config
 from base.engines import DuckDBEngine
 from base.home import Home
+from cvm.cli import app
 from sources.dataset import resolve_dataset
 from sources.synth import generate
-from training.tasks import TASKS
-
 from tests.serving_fixtures import AS_OF, REPO, SMALL_TRAIN
+from training.experiment import load_config
+from training.tasks import TASKS
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,7 @@ def _train(args: list[str], home: Path):
 def _latest_parent_run(client: MlflowClient, experiment: str):
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
-    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags][0], runs
+    return next(r for r in runs if "mlflow.parentRunId" not in r.data.tags), runs
 
 
 def test_train_all_on_a_real_mlflow_server(mlflow_server, synth_dir, experiments_dir, tmp_path, monkeypatch):

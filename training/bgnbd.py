@@ -237,7 +237,7 @@ class BGNBD:
         self.penalizer = penalizer
         self.spend = spend
 
-    def fit(self, frame: pd.DataFrame) -> "BGNBD":
+    def fit(self, frame: pd.DataFrame) -> BGNBD:
         """Fit on snapshot rows. Each customer counts once: rows repeated per (customer,
         category), as cross-sell frames are, are collapsed on customer_id (and as_of)."""
         if self.penalizer < 0:

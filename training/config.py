@@ -11,7 +11,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -72,7 +71,7 @@ class TrainConfig(Strict):
     seed: int = Field(7, description="Seed of the sampler, LightGBM and every shuffle.")
 
     @model_validator(mode="after")
-    def _ranges(self) -> "TrainConfig":
+    def _ranges(self) -> TrainConfig:
         for name, value in self.search:
             if isinstance(value, tuple) and value[0] > value[1]:
                 raise ValueError(f"search.{name}: lower bound {value[0]} above upper bound {value[1]}")

@@ -17,8 +17,8 @@ import pandas as pd
 from base.dates import cutoff
 from features.build import build_features
 from features.definitions import FeatureSet
-from profiles.link import linked_tables
 from profiles.config import ResolutionConfig
+from profiles.link import linked_tables
 from sources.load import Sources
 from training import labels as L
 from training.config import LabelConfig

@@ -19,7 +19,7 @@ class FeatureEncoder:
     def __init__(self, columns: Sequence[str]):
         self.columns = list(columns)
 
-    def fit(self, frame: pd.DataFrame) -> "FeatureEncoder":
+    def fit(self, frame: pd.DataFrame) -> FeatureEncoder:
         self._check(frame)
         self.vocab_: dict[str, dict[str, int]] = {}
         for col in self.columns:

@@ -44,7 +44,7 @@ class Calibrator:
     method: str = "isotonic"
     model_: object | None = None
 
-    def fit(self, p: np.ndarray, y: np.ndarray) -> "Calibrator":
+    def fit(self, p: np.ndarray, y: np.ndarray) -> Calibrator:
         if self.method == "isotonic":
             from sklearn.isotonic import IsotonicRegression
 
@@ -122,7 +122,7 @@ class TaskModel:
         self.__dict__.pop("_predictor", None)  # a part changed: the fast form is rebuilt
         object.__setattr__(self, name, value)
 
-    def with_parts(self, **parts: object) -> "TaskModel":
+    def with_parts(self, **parts: object) -> TaskModel:
         """A copy with some parts replaced (the training pipeline assembles a model in steps)."""
         return replace(self, **parts)
 
@@ -189,5 +189,5 @@ class PyfuncModel(mlflow.pyfunc.PythonModel):
     def __init__(self, model: TaskModel):
         self.model = model
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # noqa: ARG002
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return self.model.predict(model_input)

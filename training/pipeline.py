@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from features.build_config import BuildConfig
 from base.engines import Engine
 from base.home import Home
+from features.build_config import BuildConfig
 from features.definitions import FeatureSet, declare
 from features.pipeline import dataset_shape
 from sources.dataset import Dataset
@@ -31,12 +31,12 @@ from training.baselines import Baselines, baselines
 from training.bgnbd import BGNBD
 from training.bgnbd import OUTPUT_COLUMNS as BGNBD_OUTPUTS
 from training.config import TrainConfig
-from training.tasks import TASK_SPECS, Task
 from training.dataset import TrainingData, assemble, before, check_task, data_start
 from training.encode import FeatureEncoder
 from training.model import Calibrator, PyfuncModel, TaskModel
-from training.predictor import CROSS_SELL_CONTEXT
 from training.origins import longest_horizon, plan_origins
+from training.predictor import CROSS_SELL_CONTEXT
+from training.tasks import TASK_SPECS, Task
 from training.tune import fit, tune
 
 log = logging.getLogger(__name__)

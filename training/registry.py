@@ -27,7 +27,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -210,7 +210,7 @@ def list_versions(client: MlflowClient, tasks: list[str] | None = None) -> list[
             rows.append({
                 "name": name, "task": task, "version": str(mv.version),
                 "aliases": sorted(aliases_of.get(str(mv.version), [])),
-                "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=timezone.utc)
+                "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC)
                 .isoformat(timespec="seconds"),
                 "run_id": mv.run_id,
                 "metric": metric, "value": _tag_float(tags, metric, default=None),
@@ -313,4 +313,4 @@ def _fmt_tag(value: float) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
