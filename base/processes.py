@@ -5,9 +5,12 @@ A server such as ``bentoml serve`` or ``mlflow server`` is a tree of processes (
 arbiter, uvicorn, workers, job consumers). Signalling only the one process a caller
 started leaves the rest running and holding the port, so everything here addresses the
 process *group*: ``start`` puts the server in a new session (its own group), ``stop``
-signals the group and waits until no member is left. ``run_forwarding_signals`` is the
-foreground form ``cvm serve`` uses: SIGTERM and SIGINT are passed on to the server's
-group, the call returns when the server has stopped, with its exit status.
+signals the group and waits until no member is left. Some servers start workers in
+sessions of their own (BentoML's circus arbiter calls ``setsid`` for every worker): those
+are outside the group, so ``stop`` also follows the leader's descendants and waits until
+they are gone too. ``run_forwarding_signals`` is the foreground form ``cvm serve`` uses:
+SIGTERM and SIGINT are passed on to the server's group, the call returns when the server
+and its descendants have stopped, with its exit status.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+import psutil
 
 #: how long a group has to stop after SIGTERM before it gets SIGKILL
 STOP_TIMEOUT_S = 20.0
@@ -46,12 +51,27 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) != 0
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent dies (Linux), so that a caller
-    killed with SIGKILL does not leave its server behind."""
-    if sys.platform.startswith("linux"):
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn``: in the child, before exec, ask for SIGTERM when the parent dies
+    (Linux), so that a caller killed with SIGKILL does not leave its server behind.
+
+    ``prctl`` is looked up here, in the parent: loading a library between fork and exec can
+    deadlock when another thread of the parent held the loader's lock at the fork. A parent
+    that died before the request took effect would never send the signal: the child then
+    exits at once. (Linux sends it when the parent *thread* ends: call from a thread that
+    lives as long as the child should, as the main thread does.)"""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
         pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 def start(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | str | None = None,
@@ -62,14 +82,15 @@ def start(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path
     try:
         return subprocess.Popen(list(cmd), env=dict(env) if env is not None else None, cwd=cwd, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_die_with_parent if die_with_parent else None)  # noqa: PLW1509 - prctl only
+                                preexec_fn=_die_with_parent() if die_with_parent else None)  # noqa: PLW1509
     finally:
         if log is not None:
             out.close()  # the child has its own descriptor
 
 
 def group_alive(pgid: int) -> bool:
-    """Is any process of group ``pgid`` still running?"""
+    """Is any process of group ``pgid`` still there? (An exited leader its parent has not
+    reaped yet, a zombie, still counts: ``stop`` reaps it.)"""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -86,30 +107,94 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def _wait_group_gone(pgid: int, deadline: float) -> bool:
-    while time.monotonic() < deadline:
-        if not group_alive(pgid):
-            return True
-        time.sleep(0.05)
-    return not group_alive(pgid)
+class _Tree:
+    """The descendants of a leader seen so far. One in a session of its own (a BentoML
+    worker) is not reached by signals to the leader's group, and once its parent has died
+    it can no longer be found from the leader either: it is remembered from earlier looks
+    (``psutil.Process`` checks the start time, so a reused pid is not taken for it)."""
+
+    def __init__(self, leader: subprocess.Popen) -> None:
+        self.leader_pid = leader.pid
+        self.seen: dict[int, psutil.Process] = {}
+        self.refresh(leader)
+
+    def refresh(self, leader: subprocess.Popen) -> None:
+        roots = [p.pid for p in self.alive()]
+        if leader.returncode is None:  # not reaped yet: the pid is still the leader's
+            roots.append(self.leader_pid)
+        if not roots:
+            return
+        children: dict[int, list[int]] = {}
+        for p in psutil.process_iter(["ppid"]):
+            children.setdefault(p.info["ppid"], []).append(p.pid)
+        todo = list(roots)
+        while todo:
+            for pid in children.get(todo.pop(), ()):
+                known = self.seen.get(pid)
+                if known is None or not known.is_running():
+                    with contextlib.suppress(psutil.Error):
+                        self.seen[pid] = psutil.Process(pid)
+                todo.append(pid)
+
+    def alive(self) -> list[psutil.Process]:
+        return [p for p in self.seen.values() if _running(p)]
+
+    def signal(self, sig: int) -> None:
+        for p in self.alive():
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(sig)
 
 
-def stop(proc: subprocess.Popen, *, timeout: float = STOP_TIMEOUT_S) -> int | None:
-    """Stop ``proc`` (started by ``start``) and every process of its group: SIGTERM, then
-    SIGKILL for whatever is left after ``timeout`` seconds. Returns the leader's exit status."""
-    pgid = proc.pid
-    _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
+def _running(p: psutil.Process) -> bool:
+    """Alive and not a zombie (a zombie runs nothing and holds no port; its parent reaps it)."""
     try:
-        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        pass
-    if not _wait_group_gone(pgid, deadline):
-        _signal_group(pgid, signal.SIGKILL)
-        _wait_group_gone(pgid, time.monotonic() + 10)
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(proc: subprocess.Popen, tree: _Tree, deadline: float) -> bool:
+    """Wait until the leader, its group and its descendants are gone; False at ``deadline``.
+
+    The leader is reaped on the way: unreaped, it is a zombie that keeps its group "alive"
+    for ``killpg``. Descendants outside the group get SIGTERM once the group is gone, since
+    nothing is left to stop them."""
+    told_the_rest = False
+    next_look = 0.0
+    while True:
+        proc.poll()
+        if time.monotonic() >= next_look:
+            tree.refresh(proc)
+            next_look = time.monotonic() + 0.5
+        group = group_alive(proc.pid)
+        rest = tree.alive()
+        if not group and not rest:
+            return True
+        if not group and not told_the_rest:
+            tree.signal(signal.SIGTERM)
+            told_the_rest = True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen, tree: _Tree, timeout: float) -> int:
+    _signal_group(proc.pid, signal.SIGTERM)
+    if not _wait_gone(proc, tree, time.monotonic() + timeout):
+        _signal_group(proc.pid, signal.SIGKILL)
+        tree.signal(signal.SIGKILL)
+        _wait_gone(proc, tree, time.monotonic() + 10)
     if proc.poll() is None:
         proc.kill()
     return proc.wait(timeout=10)
+
+
+def stop(proc: subprocess.Popen, *, timeout: float = STOP_TIMEOUT_S) -> int | None:
+    """Stop ``proc`` (started by ``start``), every process of its group and every descendant:
+    SIGTERM to the group (the leader stops its own workers), then SIGKILL for whatever is
+    left after ``timeout`` seconds. Returns the leader's exit status (``-N`` when signal N
+    ended it, as ``Popen.returncode`` says)."""
+    return _stop(proc, _Tree(proc), timeout)
 
 
 def wait_until(ready: Callable[[], bool], *, proc: subprocess.Popen | None = None, timeout: float = 120.0,
@@ -157,28 +242,44 @@ def run_forwarding_signals(cmd: Sequence[str], *, env: Mapping[str, str] | None 
     """Run ``cmd`` in the foreground as its own process group and return its exit status.
 
     SIGTERM and SIGINT received meanwhile are forwarded to the whole group (what a process
-    supervisor or Ctrl-C expects); once the leader has exited, any member still running is
-    stopped too, so the port is free when this returns. The child also gets SIGTERM if this
-    process dies without a chance to forward (SIGKILL)."""
-    proc = subprocess.Popen(list(cmd), env=dict(env) if env is not None else None, cwd=cwd,
-                            start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509 - prctl only
+    supervisor or Ctrl-C expects); once the leader has exited, any member or descendant still
+    running is stopped too, so the port is free when this returns. The child also gets
+    SIGTERM if this process dies without a chance to forward (SIGKILL)."""
+    started: list[subprocess.Popen] = []
+    pending: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
-        _signal_group(proc.pid, signum)
+        if started:
+            _signal_group(started[0].pid, signum)
+        else:  # arrived while the child was being started: passed on as soon as it is
+            pending.append(signum)
 
+    # the handlers come first: a signal between the start and their installation would end
+    # this process by the default action and reach the server only through the death signal
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        proc = subprocess.Popen(list(cmd), env=dict(env) if env is not None else None, cwd=cwd,
+                                start_new_session=True, preexec_fn=_die_with_parent())  # noqa: PLW1509
+    except BaseException:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        raise
+    started.append(proc)
+    for signum in pending:
+        _signal_group(proc.pid, signum)
+    tree = _Tree(proc)
     try:
         while True:
             try:
-                code = proc.wait()
+                code = proc.wait(timeout=1.0)
                 break
-            except InterruptedError:  # pragma: no cover - wait is restarted by Python itself
-                continue
+            except subprocess.TimeoutExpired:  # look for new workers now and then: found
+                tree.refresh(proc)  # later, they may have lost their parent
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        if group_alive(proc.pid):
-            stop(proc)
+        if group_alive(proc.pid) or tree.alive():
+            _stop(proc, tree, STOP_TIMEOUT_S)
     return 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
 
 

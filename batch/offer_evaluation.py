@@ -181,5 +181,5 @@ def score_frame(frame: pd.DataFrame, champions: dict, catalog: Catalog, *,
     categories = categories_of(champions)
     scores = to_customer_scores(frame["customer_id"].astype(str).tolist(), np.ones(n, dtype=bool), block,
                                 score_block(champions, block, n), categories)
-    spend = CategorySpend.from_snapshot(block, categories, window_days, catalog.horizon_days)
+    spend = CategorySpend.from_snapshot(block, categories, window_days=window_days, horizon_days=catalog.horizon_days)
     return scores, spend

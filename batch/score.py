@@ -57,7 +57,7 @@ def score_snapshot(frame: pd.DataFrame, champions: Mapping[str, Champion], catal
         catalog.check_categories(categories, "offer catalog")
     spend = (CategorySpend.from_snapshot(block_from_frame(frame, ["monetary", *(f"spend_share_{slug(c)}"
                                                                                 for c in categories)]),
-                                         categories, window_days, catalog.horizon_days)
+                                         categories, window_days=window_days, horizon_days=catalog.horizon_days)
              if catalog is not None and categories else CategorySpend({}))
     score_parts, xs_parts, offer_parts = [], [], []
     for start in range(0, len(frame), chunk_rows):
@@ -111,7 +111,7 @@ def score_chunk(chunk: pd.DataFrame, champions: Mapping[str, Champion], categori
     if catalog is not None:
         state = contacts.state(list(ids), catalog) if contacts is not None else ContactState.none(n, catalog)
         result = arbitrate(cs, catalog, spend, state)
-        offers = pd.DataFrame(top_offers(cs, catalog, result, k))
+        offers = pd.DataFrame(top_offers(cs, catalog, result, k=k))
         first = offers[offers["rank"] == 1]
         pos = pd.Index(ids).get_indexer(first["customer_id"])
         best_id[pos] = first["offer_id"].to_numpy(dtype=object)

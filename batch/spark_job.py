@@ -72,7 +72,7 @@ def tag(scores: pd.DataFrame, cross_sell: pd.DataFrame, offers: pd.DataFrame) ->
     return pd.concat(parts, ignore_index=True).reindex(columns=list(TAGGED_COLUMNS)).astype(dtypes)
 
 
-def category_spend_spark(df, categories: list[str], window_days: int, horizon_days: int) -> CategorySpend:
+def category_spend_spark(df, categories: list[str], *, window_days: int, horizon_days: int) -> CategorySpend:
     """``CategorySpend.from_snapshot`` as one Spark aggregation: the mean spend of the
     customers who bought each category in the window, scaled to the horizon."""
     from pyspark.sql import functions as F
@@ -95,7 +95,7 @@ def score_dataframe(df, champions: Mapping[str, Champion], catalog: Catalog | No
     categories = categories_of(dict(champions))
     if catalog is not None:
         catalog.check_categories(categories, "offer catalog")
-    spend = (category_spend_spark(df, categories, window_days, catalog.horizon_days)
+    spend = (category_spend_spark(df, categories, window_days=window_days, horizon_days=catalog.horizon_days)
              if catalog is not None and categories else CategorySpend({}))
     shared = session.sparkContext.broadcast((dict(champions), catalog, contacts, spend, categories, k))
 

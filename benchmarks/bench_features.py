@@ -95,10 +95,10 @@ def worker(mode: str, dataset: str, as_of: str, out: str) -> None:
         from features.config import FeatureConfig
         from features.definitions import DatasetShape, declare
 
-        engine = open_engine("duckdb")
-        tx = engine.read([Path(f) for f in files], "parquet")
-        tx = tx.filter(tx.customer_id.notnull() & ((tx.amount - tx.amount) == 0))  # finite amounts
-        engine.con.to_parquet(core_features(tx, day, declare(FeatureConfig(), DatasetShape())), out)
+        with open_engine("duckdb") as engine:
+            tx = engine.read([Path(f) for f in files], "parquet")
+            tx = tx.filter(tx.customer_id.notnull() & ((tx.amount - tx.amount) == 0))  # finite amounts
+            engine.con.to_parquet(core_features(tx, day, declare(FeatureConfig(), DatasetShape())), out)
     else:
         raise SystemExit(f"unknown worker mode {mode}")
 

@@ -43,7 +43,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_serving import API_KEY, CVM, Server, free_port, latest_snapshot, post, server_envs
+from base.processes import free_port
+from benchmarks.bench_serving import API_KEY, CVM, Server, latest_snapshot, post, server_envs
 from benchmarks.loadgen import max_sustained_rps, run_rate_sync
 
 P99_LIMIT_MS = 20.0

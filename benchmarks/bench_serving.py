@@ -47,7 +47,6 @@ import platform
 import random
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,6 +71,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from base.processes import free_port, http_ok, start, stop, wait_until
 from benchmarks.loadgen import LoadResult, max_sustained_rps, run_rate_sync
 
 BIN = Path(sys.executable).parent
@@ -218,23 +218,9 @@ def build_workload(args: argparse.Namespace, tracking_uri: str) -> Workload:
 # ------------------------------------------------------------------------------------------ servers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _each(procs: Sequence[psutil.Process], action) -> None:
-    """Apply ``action`` (terminate, kill) to processes, skipping those already gone."""
-    for p in procs:
-        try:
-            action(p)
-        except psutil.NoSuchProcess:
-            pass
-
-
 class Server:
-    """A server subprocess in its own session: ``with`` waits until it is ready and stops its process tree."""
+    """A server subprocess in a process group of its own (``base.processes``): ``with`` waits until it is
+    ready and stops its whole process tree (workers in sessions of their own included)."""
 
     def __init__(self, name: str, cmd: Sequence[str], env: Mapping[str, str], ready_url: str, log_path: Path,
                  ready_timeout_s: float = 180.0) -> None:
@@ -245,11 +231,11 @@ class Server:
     def __enter__(self) -> Self:
         log(f"starting {self.name}: {shlex.join(self.cmd)}")
         t = time.perf_counter()
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=REPO, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.log_path.write_bytes(b"")  # a fresh log: start() appends
+        self.proc = start(self.cmd, env=self.env, cwd=REPO, log=self.log_path, die_with_parent=True)
         try:
-            self._wait_ready()
+            wait_until(http_ok(self.ready_url), proc=self.proc, timeout=self.ready_timeout_s, what=self.name,
+                       log=self.log_path)  # ProcessError (a RuntimeError) with the log's tail
         except BaseException:
             self.stop()
             raise
@@ -259,59 +245,13 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _wait_ready(self) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.ready_url, timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:  # URLError, refused, 503 (HTTPError) while loading
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(f"{self.name} not ready after {self.ready_timeout_s:.0f} s:\n{self.log_tail()}")
-
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
     def stop(self) -> None:
-        """SIGTERM the process group and all descendants (workers may have their own groups), then SIGKILL."""
+        """SIGTERM the process group, SIGKILL whatever of the tree is left after 20 s (``base.processes.stop``)."""
         if self.proc is None:
             return
-        procs = self._descendants()
-        if self.proc.poll() is not None and not procs:
-            return
-        log(f"stopping {self.name}")
-        self._signal_group(signal.SIGTERM)
-        _each(procs, psutil.Process.terminate)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-        _, alive = psutil.wait_procs(procs, timeout=5)
-        self._signal_group(signal.SIGKILL)
-        _each(alive, psutil.Process.kill)
-        self.proc.wait(timeout=10)
-
-    def _descendants(self) -> list[psutil.Process]:
-        assert self.proc is not None
-        try:
-            return psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-
-    def _signal_group(self, sig: signal.Signals) -> None:
-        assert self.proc is not None
-        try:
-            os.killpg(self.proc.pid, sig)  # start_new_session: the group id is the pid
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self.proc.poll() is None:
+            log(f"stopping {self.name}")
+        stop(self.proc)
 
 
 def server_envs(args: argparse.Namespace, scratch: Path,

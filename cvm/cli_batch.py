@@ -15,7 +15,6 @@ from typing import Annotated
 import typer
 
 from cvm.common import (
-    WRITE_ERRORS,
     CatalogOpt,
     HomeOpt,
     MasterOpt,
@@ -25,6 +24,7 @@ from cvm.common import (
     fail,
     home_of,
     quiet_mlflow,
+    run,
     warn,
 )
 from cvm.output import print_batch
@@ -34,29 +34,25 @@ def nightly(day: date, *, dataset: str = "completejourney", out: Path | None = N
             catalog: Path | None = None, k: int = 3, publish: bool = True, home: Path | None = None,
             engine: str = "duckdb", spark_master: str | None = None):
     """The nightly job with its progress bar and warnings; exits with the scheduler's code
-    on a failure the job classifies (``BatchError.exit_code``) or a write error (4)."""
-    from base.config import ConfigError
+    on a failure the job classifies (``BatchError.exit_code``), 2 for bad input, 4 when the
+    output cannot be written."""
     from batch.job import BatchError
     from batch.nightly import run_nightly
-    from sources.dataset import DatasetError, dataset_name
+    from sources.dataset import dataset_name
     from training.experiment import dataset_config, load_config
 
-    try:
+    def go():
         path = config or dataset_config(dataset_name(dataset))
         cfg = load_config(path) if path is not None else None
         with count_progress("scoring", "customers") as bar:
-            result = run_nightly(day, home_of(home), dataset=dataset, out=out, config=cfg, catalog_path=catalog, k=k,
-                                 publish=publish, engine=engine, spark_master=spark_master,
-                                 say=lambda line: err.print(line, soft_wrap=True), progress=bar)
+            return run_nightly(day, home_of(home), dataset=dataset, out=out, config=cfg, catalog_path=catalog, k=k,
+                               publish=publish, engine=engine, spark_master=spark_master,
+                               say=lambda line: err.print(line, soft_wrap=True), progress=bar)
+
+    try:
+        result = run(go)
     except BatchError as exc:
         fail(str(exc), exc.exit_code)
-    except (ConfigError, DatasetError) as exc:
-        fail(str(exc))
-    except OSError as exc:
-        if exc.errno not in WRITE_ERRORS:
-            raise
-        fail(f"writing the batch output failed: {exc}. Nothing was swapped in: the previous output is left in "
-             "place. Free space (or fix permissions) and run again.", 4)
     for line in result.warnings:
         warn(line)
     return result

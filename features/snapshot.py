@@ -136,6 +136,10 @@ def read_contacts(snapshot_dir: Path) -> pd.DataFrame | None:
     frame = pads.dataset(str(path), format="parquet").to_table(columns=list(CONTACT_COLUMNS)).to_pandas()
     frame["customer_id"] = frame["customer_id"].astype(str)
     frame["campaign_id"] = frame["campaign_id"].astype(str)
+    stamps = pd.to_datetime(frame["timestamp"])
+    if stamps.dt.tz is not None:  # an engine that wrote zoned timestamps: UTC, as the contract says
+        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    frame["timestamp"] = stamps
     return frame
 
 

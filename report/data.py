@@ -47,21 +47,21 @@ def load_customer_tables(home, dataset_spec: str, as_of: date, engine_name: str 
     from training.dataset import before
 
     ds = resolve_dataset(dataset_spec, home)
-    eng = open_engine(engine_name, temp_dir=home.tmp(ensure=True))
     tables = tuple(t for t in ("transactions", "contacts", "identities") if ds.has(t))
-    sources = before(load_sources(ds, eng, tables=tables), as_of)
-    linked, _ = linked_tables(sources, as_of)
-    tx = linked["transactions"]
-    day = tx["timestamp"].cast("date").name("day")
-    daily_expr = (tx.group_by([tx["customer_id"].cast("string").name("customer_id"), day])
-                  .aggregate(revenue=tx["amount"].sum(), orders=tx["order_id"].nunique()))
-    daily = eng.execute(daily_expr)
-    if "contacts" in linked:
-        c = linked["contacts"]
-        contacts = eng.execute(c.select(c["customer_id"].cast("string").name("customer_id"),
-                                         c["campaign_id"].cast("string").name("campaign_id"), "timestamp"))
-    else:
-        contacts = pd.DataFrame({"customer_id": [], "campaign_id": [], "timestamp": pd.to_datetime([])})
+    with open_engine(engine_name, temp_dir=home.tmp(ensure=True)) as eng:
+        sources = before(load_sources(ds, eng, tables=tables), as_of)
+        linked, _ = linked_tables(sources, as_of)
+        tx = linked["transactions"]
+        day = tx["timestamp"].cast("date").name("day")
+        daily_expr = (tx.group_by([tx["customer_id"].cast("string").name("customer_id"), day])
+                      .aggregate(revenue=tx["amount"].sum(), orders=tx["order_id"].nunique()))
+        daily = eng.execute(daily_expr)
+        if "contacts" in linked:
+            c = linked["contacts"]
+            contacts = eng.execute(c.select(c["customer_id"].cast("string").name("customer_id"),
+                                             c["campaign_id"].cast("string").name("campaign_id"), "timestamp"))
+        else:
+            contacts = pd.DataFrame({"customer_id": [], "campaign_id": [], "timestamp": pd.to_datetime([])})
     daily["day"] = pd.to_datetime(daily["day"])
     cut = pd.Timestamp(cutoff(as_of))
     return ds.name, daily[daily["day"] < cut].reset_index(drop=True), contacts

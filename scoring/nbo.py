@@ -35,7 +35,7 @@ class CategorySpend:
     per_buyer: dict[str, float]
 
     @classmethod
-    def from_snapshot(cls, block: Mapping[str, np.ndarray], categories: Sequence[str], window_days: int,
+    def from_snapshot(cls, block: Mapping[str, np.ndarray], categories: Sequence[str], *, window_days: int,
                       horizon_days: int) -> CategorySpend:
         """Mean spend per buying customer in each category, from snapshot features
         (``spend_share_<c>`` x ``monetary`` over ``window_days``), scaled to the horizon."""
@@ -162,7 +162,7 @@ def arbitrate(scores: CustomerScores, catalog: Catalog, spend: CategorySpend,
             "expected_value": np.where(eligible, ev, np.nan), "why": why}
 
 
-def top_offers(scores: CustomerScores, catalog: Catalog, result: Mapping[str, np.ndarray], k: int,
+def top_offers(scores: CustomerScores, catalog: Catalog, result: Mapping[str, np.ndarray], *, k: int,
                channel: str | None = None) -> dict[str, np.ndarray]:
     """The ``k`` best eligible offers per customer, best first: columns ``OFFER_COLUMNS``
     as arrays, one entry per (customer, offer) (``pd.DataFrame(...)`` makes it a table)."""

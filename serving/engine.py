@@ -71,10 +71,19 @@ class ServingState:
         return ",".join(f"{t}={c.version}" for t, c in self.champions.items())
 
 
-def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog: Catalog) -> ServingState:
-    """Check that models, snapshot and catalog fit together; compute priors; read the
-    contact history published with the snapshot. Raises ``NotReadyError`` with the reason
-    when they do not fit."""
+def published_contacts(store) -> ContactHistory | None:
+    """The contact history published with the store's current snapshot (None: the dataset has none)."""
+    snap = store.current()
+    history = store.contacts() if snap is not None else None
+    return ContactHistory.from_frame(history, snap.as_of) if history is not None else None
+
+
+def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog: Catalog, *,
+                contacts: ContactHistory | None = None) -> ServingState:
+    """Check that models, snapshot and catalog fit together; compute priors. The contact
+    history is the one published with the snapshot (read here unless ``contacts`` is the
+    current snapshot's, already read). Raises ``NotReadyError`` with the reason when they
+    do not fit."""
     if not champions:
         raise NotReadyError("no champion model is registered (train one: cvm train all --as-of DATE)")
     snap = store.current()
@@ -102,13 +111,14 @@ def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog:
         windows = feature_config(snap.metadata)
     except (SchemaMismatchError, ValueError) as exc:
         raise NotReadyError(f"published snapshot {snap.version}: {exc}") from None
-    history = store.contacts()
-    contacts = ContactHistory.from_frame(history, snap.as_of) if history is not None else None
+    if contacts is None or contacts.as_of != snap.as_of:
+        contacts = published_contacts(store)
     ids = store.sample_ids(PRIOR_SAMPLE)
     frame = store.get_many(ids)
     block = block_from_frame(frame, [c for c in columns if c in frame.columns])
     scored = score_block(champions, block, len(ids))
-    spend = (CategorySpend.from_snapshot(block, categories, windows.rfm_window_days, catalog.horizon_days)
+    spend = (CategorySpend.from_snapshot(block, categories, window_days=windows.rfm_window_days,
+                                       horizon_days=catalog.horizon_days)
              if categories and "monetary" in block else CategorySpend({}))
     # a smoke test: every model must give finite outputs on real rows before it serves
     for key in SCORE_KEYS:
@@ -194,7 +204,7 @@ def _reasons(contrib: np.ndarray, x: np.ndarray, features: Sequence[str],
     return out
 
 
-def recommend(state: ServingState, customer_id: str, k: int = 3, channel: str | None = None,
+def recommend(state: ServingState, customer_id: str, *, k: int = 3, channel: str | None = None,
               exclude_offer_ids: Sequence[str] = ()) -> dict[str, object]:
     """The ``k`` best offers for one customer, best first, with their reasons."""
     if channel is not None and channel not in state.catalog.channels:
@@ -204,7 +214,7 @@ def recommend(state: ServingState, customer_id: str, k: int = 3, channel: str | 
         else ContactState.none(1, state.catalog)
     result = arbitrate(cs, state.catalog, state.spend, contacts, channel=channel,
                        exclude_offer_ids=exclude_offer_ids)
-    top = top_offers(cs, state.catalog, result, k, channel)
+    top = top_offers(cs, state.catalog, result, k=k, channel=channel)
     offers = []
     for i in range(len(top["offer_id"])):
         offer = state.catalog.offer(top["offer_id"][i])

@@ -267,7 +267,8 @@ class CVMService:
             return self._not_ready()
         if channel is not None and channel not in state.catalog.channels:
             return _client_error(f"channel: unknown channel {channel!r}; channels are {state.catalog.channels}")
-        answer = await _compute(1, engine.recommend, state, customer_id, k, channel, exclude_offer_ids)
+        answer = await _compute(1, engine.recommend, state, customer_id, k=k, channel=channel,
+                                exclude_offer_ids=exclude_offer_ids)
         log.debug("recommend k=%d offers=%d found=%s %.1f ms", k, len(answer["offers"]), answer["found"],
                   (time.perf_counter() - t0) * 1e3)
         return _json({"request_id": REQUEST_ID.get(), "model_versions": state.model_versions, **answer}, state)

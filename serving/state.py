@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scoring.champions import Champion, NotReadyError
-from serving.engine import ServingState, build_state
+from serving.engine import ServingState, build_state, published_contacts
 from serving.settings import ServiceSettings
 
 log = logging.getLogger("cvm.serving.state")
@@ -48,6 +48,7 @@ class StateHolder:
         self._on_failure = on_failure or (lambda task: None)
         self._on_reload = on_reload or (lambda: None)
         self._rejected: dict[str, str] = {}  # task -> version that failed to load (not retried)
+        self._contacts: tuple[str, object] | None = None  # (snapshot version, its contact history)
         self._dataset_name: str | None = None
 
     def dataset_name(self) -> str:
@@ -137,7 +138,9 @@ class StateHolder:
                 if old is not None:
                     champions[task] = old
                     log.error("%s keeps serving version %s", task, old.version)
-        state = build_state(self.dataset_name(), champions, store, self._catalog())
+        if self._contacts is None or self._contacts[0] != snap.version:  # read once per published snapshot
+            self._contacts = (snap.version, published_contacts(store))
+        state = build_state(self.dataset_name(), champions, store, self._catalog(), contacts=self._contacts[1])
         changed = current is None or state.model_versions != current.model_versions \
             or state.snapshot_version != current.snapshot_version
         self.state = state  # one reference swap: requests in flight keep the state they read

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import time
+import uuid
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+#: Every process the tests start inherits this marker (their environments are built from
+#: os.environ); at the end of the session any process still carrying it is one the suite left
+#: behind, wherever it is now (re-parented to init included). See pytest_sessionfinish below.
+SESSION_MARKER = "CVM_TEST_SESSION"
+SESSION_ID = uuid.uuid4().hex
+os.environ[SESSION_MARKER] = SESSION_ID
+#: how long processes of the session get to exit on their own once the last test is done
+LEFTOVER_GRACE_S = 10.0
 
 pytest_plugins = ["tests.mlflow_fixtures", "tests.serving_fixtures"]
 
@@ -114,9 +127,89 @@ def duckdb_engine():
         yield engine
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def spark_engine():
+    """Spark local[2] for one test module; its JVM is stopped when the module ends, so that
+    other modules can check what a command leaves behind (tests/test_cli_lifetimes.py)."""
     from base.engines import SparkEngine
 
-    with SparkEngine(master="local[2]") as engine:  # the JVM is stopped at the end of the session
+    with SparkEngine(master="local[2]") as engine:
         yield engine
+
+
+# ------------------------------------------------------------------ no process left behind
+
+
+def session_processes() -> list[psutil.Process]:
+    """Running processes of this test session other than pytest itself: every one whose
+    environment holds the session marker, and pytest's descendants (a child started with an
+    environment of its own has no marker). Threads are not processes here; zombies (exited,
+    not yet reaped) run nothing and are not counted."""
+    me = os.getpid()
+    found: dict[int, psutil.Process] = {}
+    with contextlib.suppress(psutil.Error):
+        found.update((p.pid, p) for p in psutil.Process(me).children(recursive=True))
+    for p in psutil.process_iter():
+        if p.pid == me or p.pid in found:
+            continue
+        try:
+            if p.environ().get(SESSION_MARKER) == SESSION_ID:
+                found[p.pid] = p
+        except psutil.Error:  # gone, a zombie, or another user's
+            continue
+    alive = []
+    for p in found.values():
+        with contextlib.suppress(psutil.Error):
+            if p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p)
+    return alive
+
+
+def _kill(procs: list[psutil.Process]) -> None:
+    """SIGKILL ``procs``, a whole process group at once where every running member of the
+    group is one of them (never pytest's own group), the rest one by one."""
+    pids = {p.pid for p in procs}
+    groups: dict[int, list[int]] = {}
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if p.status() != psutil.STATUS_ZOMBIE:
+                groups.setdefault(os.getpgid(p.pid), []).append(p.pid)
+    for pgid, members in groups.items():
+        if pgid != os.getpgrp() and set(members) <= pids:
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(procs, timeout=10)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own sessionfinish, which tears the session fixtures down
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The suite ends with no process of its own left: what is still running a few seconds
+    after the last teardown is listed, killed, and fails the session."""
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    left = session_processes()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = session_processes()
+    if not left:
+        return
+    described = []
+    for p in left:
+        try:
+            described.append(f"pid {p.pid} (group {os.getpgid(p.pid)}): {' '.join(p.cmdline())[:300]}")
+        except (psutil.Error, OSError):
+            described.append(f"pid {p.pid}: (exited meanwhile)")
+    _kill(left)
+    report = session.config.pluginmanager.get_plugin("terminalreporter")
+    title = f"{len(left)} process(es) of this test session still running after it ended: killed"
+    if report is not None:
+        report.ensure_newline()
+        report.write_sep("=", title, red=True, bold=True)
+        for line in described:
+            report.write_line(line, red=True)
+    else:
+        print(title, *described, sep="\n", file=sys.stderr)
+    if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -9,13 +9,7 @@ to prove that ``models:/...@champion`` loads the version it should.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +19,7 @@ import pandas as pd
 import pytest
 
 from base.home import Home
+from base.processes import ProcessError, free_port, http_ok, start, stop, wait_until
 
 SERVER_START_TIMEOUT_S = 60.0
 
@@ -91,9 +86,8 @@ def mlflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hom
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """:func:`base.processes.free_port`, under the name other test modules import."""
+    return free_port()
 
 
 def server_command(root: Path, port: int) -> list[str]:
@@ -108,57 +102,25 @@ def server_command(root: Path, port: int) -> list[str]:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``mlflow server`` on a free loopback port for the whole session; yields its URI."""
+    """A real ``mlflow server`` on a free loopback port for the whole session; yields its URI.
+
+    It is a tree (the ``mlflow server`` parent, uvicorn and its workers): started in a group
+    of its own and stopped as one, so nothing of it outlives the session."""
     root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     # The job runner (three huey consumers) serves GenAI features the registry does not use.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    stderr_path = root / "server.stderr"
-    with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(server_command(root, port), cwd=root, env=env,
-                                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    log = root / "server.log"
+    proc = start(server_command(root, port), env=env, cwd=root, log=log, die_with_parent=True)
     try:
-        _wait_healthy(proc, uri, stderr_path)
+        try:
+            wait_until(http_ok(f"{uri}/health"), proc=proc, timeout=SERVER_START_TIMEOUT_S,
+                       what=f"mlflow server at {uri}", log=log)
+        except ProcessError as exc:
+            pytest.fail(str(exc), pytrace=False)
         yield uri
     finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM lets ``mlflow server`` stop its uvicorn child; the group kill is the fallback."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the session started for this server only
-        proc.wait(timeout=15)
-
-
-def _wait_healthy(proc: subprocess.Popen, uri: str, stderr_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited with status {proc.returncode} before becoming healthy:\n"
-                        f"{_tail(stderr_path)}", pytrace=False)
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.25)
-    _stop(proc)
-    pytest.fail(f"mlflow server at {uri} not healthy after {SERVER_START_TIMEOUT_S:.0f} s; its stderr:\n"
-                f"{_tail(stderr_path)}", pytrace=False)
-
-
-def _tail(path: Path, chars: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return "(no stderr captured)"
+        stop(proc)

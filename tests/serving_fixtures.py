@@ -4,10 +4,8 @@ and a real ``cvm serve`` process over HTTP, shared by the serving tests."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.mlflow_fixtures import _free_port
+from base.processes import ProcessError, free_port, start, stop, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 AS_OF = "2025-07-01"
@@ -125,44 +123,35 @@ class Server:
 
 def start_server(served: ServedHome, log: Path, *, reload_seconds: float = 1.0, extra_env: dict | None = None,
                  args: list[str] | None = None, wait_ready: bool = True) -> Server:
-    port = _free_port()
+    """``cvm serve`` on a free port, in a process group of its own (``base.processes.start``)."""
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "CVM_NO_AUTH")}
     env.update({"CVM_API_KEYS": API_KEY, "CVM_ADMIN_KEYS": ADMIN_KEY, "MLFLOW_DISABLE_TELEMETRY": "true",
                 "BENTOML_HOME": str(served.home / "bentoml"), **(extra_env or {})})
     cmd = [sys.executable, "-m", "cvm.cli", "serve", "--port", str(port), "--dataset", str(served.dataset),
            "--catalog", str(served.catalog), "--home", str(served.home), "--reload-seconds", str(reload_seconds),
            *(args or [])]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    log.write_bytes(b"")  # a fresh log: start() appends
+    server = Server(f"http://127.0.0.1:{port}", start(cmd, env=env, log=log, die_with_parent=True), log)
     if wait_ready:
         wait_ready_or_fail(server)
     return server
 
 
 def wait_ready_or_fail(server: Server, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            pytest.fail(f"server exited with {server.proc.returncode}:\n{server.log_text()[-4000:]}")
-        try:
-            if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop_server(server)
-    pytest.fail(f"server not ready after {timeout} s:\n{server.log_text()[-4000:]}")
+    """Wait for ``/readyz`` 200; fail the test (with the log's tail) if the server exits
+    first or is not ready in time, and then stop it."""
+    try:
+        wait_until(lambda: httpx.get(server.url + "/readyz", timeout=2).status_code == 200, proc=server.proc,
+                   timeout=timeout, interval=0.5, what=f"server at {server.url}", log=server.log)
+    except ProcessError as exc:
+        stop_server(server)
+        pytest.fail(str(exc))
 
 
 def stop_server(server: Server) -> None:
-    if server.proc.poll() is None:
-        os.killpg(server.proc.pid, signal.SIGTERM)
-        try:
-            server.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.proc.pid, signal.SIGKILL)
-            server.proc.wait(10)
+    """Stop the server's whole process tree: SIGTERM, SIGKILL after 20 s."""
+    stop(server.proc, timeout=20)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ from features.definitions import slug
 from scoring.champions import RegistrySource
 from tests.serving_fixtures import AS_OF, REPO, SMALL_TRAIN, start_server, stop_server
 
+pytestmark = pytest.mark.server
+
 CUSTOMERS = 40  # scored over HTTP and compared
 
 

@@ -299,6 +299,7 @@ def test_is_server_uri(uri, server):
 
 
 # ---------------------------------------------------------------------------- a real tracking server
+@pytest.mark.server
 def test_registry_against_a_real_tracking_server(mlflow_home, mlflow_server, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
+import signal
 import subprocess
 import sys
 import time
@@ -18,15 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from base.processes import free_port, http_ok, start, stop, wait_until
 from tests.serving_fixtures import ADMIN_KEY, API_KEY, start_server, stop_server, wait_ready_or_fail
 
+pytestmark = pytest.mark.server
+
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -61,7 +58,7 @@ def _until(predicate, timeout: float = 60.0) -> bool:
 def test_registry_unreachable_at_start_up(own_home, tmp_path):
     """MLflow at a closed port: the service runs, is not ready, says why on the log and on
     requests (503, not 500), and becomes ready by itself when the registry is back."""
-    port = _port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_server(own_home, tmp_path / "serve.log", extra_env={"MLFLOW_TRACKING_URI": uri},
                           wait_ready=False)
@@ -78,44 +75,41 @@ def test_registry_unreachable_at_start_up(own_home, tmp_path):
     finally:
         stop_server(server)
         if mlflow_proc is not None:
-            mlflow_proc.kill()
-            mlflow_proc.wait(10)
+            stop(mlflow_proc)  # the whole tree: uvicorn and its worker outlive a killed parent
 
 
 def _mlflow_server(home: Path, port: int, log: Path) -> subprocess.Popen:
+    """A real ``mlflow server`` on the home's registry, in a process group of its own
+    (``base.processes.start``): stop it with ``base.processes.stop``."""
     db = home / "mlflow" / "mlflow.db"
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1",
            "--port", str(port), "--workers", "1"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
-    ok = _until(lambda: _healthy(port), 90)
-    assert ok, log.read_text()[-3000:]
-    return proc
-
-
-def _healthy(port: int) -> bool:
+    # the job runner (huey consumers) serves GenAI features the registry does not use
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = start(cmd, env=env, log=log, die_with_parent=True)
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        wait_until(http_ok(f"http://127.0.0.1:{port}/health"), proc=proc, timeout=90, what="mlflow server", log=log)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
 
 
 def test_registry_lost_after_start_up_keeps_serving(own_home, tmp_path):
     """The service loads its champions through a real `mlflow server`; the server dies: the
     loaded champions keep serving (every request 200), readiness stays up, the failed
     checks are logged."""
-    import signal
-
-    port = _port()
+    port = free_port()
     mlflow_proc = _mlflow_server(own_home.home, port, tmp_path / "mlflow.log")
-    server = start_server(own_home, tmp_path / "serve.log", extra_env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
+    server = None
     try:
+        server = start_server(own_home, tmp_path / "serve.log",
+                              extra_env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
         cid = _some_id(own_home.home, own_home.name)
         first = _score(server, cid)
         assert first.status_code == 200
         versions = first.headers["X-Model-Versions"]
-        os.killpg(mlflow_proc.pid, signal.SIGKILL)
+        os.killpg(mlflow_proc.pid, signal.SIGKILL)  # the fault: the registry's whole tree dies at once
         mlflow_proc.wait(10)
         assert _until(lambda: "reload check failed, still serving" in server.log_text(), 60), \
             server.log_text()[-3000:]
@@ -125,9 +119,9 @@ def test_registry_lost_after_start_up_keeps_serving(own_home, tmp_path):
             assert r.json()["results"][0] == first.json()["results"][0]
         assert httpx.get(server.url + "/readyz", timeout=5).status_code == 200
     finally:
-        stop_server(server)
-        if mlflow_proc.poll() is None:
-            mlflow_proc.kill()
+        if server is not None:
+            stop_server(server)
+        stop(mlflow_proc)
 
 
 def test_corrupt_model_version_promoted_is_rejected(own_home, tmp_path):

@@ -4,12 +4,15 @@ schema. A real `cvm serve` over HTTP (the module's ``server`` fixture)."""
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from tests.serving_fixtures import API_KEY, server  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.server
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 EXAMPLES = 60  # per operation and generation mode

@@ -17,6 +17,8 @@ from typer.testing import CliRunner
 from scoring.champions import RegistrySource
 from tests.serving_fixtures import ADMIN_KEY, API_KEY, AS_OF, start_server, stop_server
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture(scope="module")
 def snapshot(served_home) -> pd.DataFrame:

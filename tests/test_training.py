@@ -52,6 +52,7 @@ def _latest_parent_run(client: MlflowClient, experiment: str):
     return next(r for r in runs if "mlflow.parentRunId" not in r.data.tags), runs
 
 
+@pytest.mark.server
 def test_train_all_on_a_real_mlflow_server(mlflow_server, synth_dir, experiments_dir, tmp_path, monkeypatch):
     """`cvm train all` logs one experiment per task on a tracking server over HTTP,
     registers four models as champion and challenger, and the served pyfunc returns
