@@ -130,6 +130,7 @@ class DuckDBEngine(_Lifetime):
         self.con.to_parquet(expr, directory / "part-00000.parquet", compression="zstd")
 
     def _close(self) -> None:
+        release_cached(self.con)
         self.con.disconnect()
 
 
@@ -210,8 +211,18 @@ class SparkEngine(_Lifetime):
         drop_spark_bookkeeping(directory)
 
     def _close(self) -> None:
+        release_cached(self.con)
         if self.owns_session:
             stop_spark(self.session)
+
+
+def release_cached(con: ibis.BaseBackend) -> None:
+    """Drop the tables ``.cache()`` made on ``con`` now, while it is open: Ibis otherwise drops
+    each when its expression is garbage-collected, which after the connection is closed
+    fails with an error printed on stderr."""
+    for name in list(getattr(con, "_cache_name_to_entry", {})):
+        with contextlib.suppress(Exception):
+            con._finalize_cached_table(name)
 
 
 def stop_spark(session) -> None:

@@ -42,7 +42,7 @@ def demo(
     from cvm.cli_features import build, linkage
     from cvm.cli_serve import evaluate_offers
     from cvm.cli_train import train_and_report
-    from cvm.output import print_build, print_stats
+    from cvm.output import print_batch, print_build, print_stats
     from report.page import write_report
     from training.tasks import TASKS
 
@@ -67,7 +67,7 @@ def demo(
 
     console.rule("[bold]4. The nightly batch (four weeks apart, for segment migration) and the CVM report")
     for batch_day, publish in ((day - timedelta(days=28), False), (day, True)):
-        nightly(batch_day, dataset=DATASET, config=config, publish=publish, home=home)
+        print_batch(nightly(batch_day, dataset=DATASET, config=config, publish=publish, home=home))
     report_path = h.root / "reports" / f"{DATASET}-{as_of}.html"
     inputs, size = run(lambda: write_report(h, DATASET, day, partition_dir(h.batch(DATASET), day), report_path,
                                             status=err.status))
