@@ -44,6 +44,7 @@ import itertools
 
 from base.dates import partition_dir
 from benchmarks.bench_features import CVM, ensure_dataset, measure
+from training.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "experiments" / "synthetic.yaml"
@@ -55,7 +56,6 @@ train:
   budget: {trials: 4, timeout_seconds: 120}
   seed: 11
 """
-TASKS = ("churn", "next-purchase", "cross-sell", "clv")
 
 
 def ensure_home(work: Path, data_dir: Path, as_of: str) -> Path:

@@ -27,9 +27,12 @@ from pathlib import Path
 PY = sys.executable
 CVM = str(Path(PY).with_name("cvm"))
 REPO = Path(__file__).resolve().parents[1]
-TASKS = ("churn", "next-purchase", "cross-sell", "clv")
-PRIMARY = {"churn": "test_auc", "next-purchase": "test_auc", "cross-sell": "test_mean_category_auc",
-           "clv": "test_mae"}
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from training.tasks import TASK_SPECS, TASKS  # once the repo is on sys.path
+
+PRIMARY = {t: s.primary for t, s in TASK_SPECS.items()}
 
 
 def run_metrics(home: Path) -> dict[str, dict[str, float]]:
@@ -38,7 +41,7 @@ def run_metrics(home: Path) -> dict[str, dict[str, float]]:
     client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
     out = {}
     for task in TASKS:
-        exp = client.get_experiment_by_name(f"cvm-{task}")
+        exp = client.get_experiment_by_name(TASK_SPECS[task].experiment)
         runs = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
         out[task] = runs[0].data.metrics
     return out

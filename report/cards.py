@@ -19,8 +19,7 @@ import pandas as pd
 
 from training.metrics import calibration_bins
 from training.plots import gains_curve
-
-TASKS = ("churn", "next-purchase", "cross-sell", "clv")
+from training.tasks import TASK_SPECS, TASKS
 
 
 @dataclass
@@ -37,7 +36,7 @@ class ModelCard:
 
     @property
     def is_probability(self) -> bool:
-        return self.task != "clv"
+        return TASK_SPECS[self.task].is_probability
 
     def calibration(self, n_bins: int = 10) -> pd.DataFrame | None:
         """Mean predicted probability vs observed rate per bin, raw and calibrated."""
@@ -78,7 +77,7 @@ def load_cards(tracking_uri: str) -> dict[str, ModelCard]:
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     cards = {}
     for task in TASKS:
-        name = f"cvm-{task}"
+        name = TASK_SPECS[task].model_name
         try:
             mv = client.get_model_version_by_alias(name, "champion")
         except MlflowException:

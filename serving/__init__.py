@@ -1,2 +1,2 @@
-"""The BentoML scoring and next-best-offer service. Reads published feature snapshots
-through ``features.online_store`` and champion models from the MLflow registry."""
+"""The BentoML scoring and next-best-offer service over the scoring core: the published
+snapshot (``features.online_store``), champions from the MLflow registry or a Bento."""

@@ -85,11 +85,6 @@ def mlflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hom
         mlflow.end_run()
 
 
-def _free_port() -> int:
-    """:func:`base.processes.free_port`, under the name other test modules import."""
-    return free_port()
-
-
 def server_command(root: Path, port: int) -> list[str]:
     """The ``mlflow server`` command line: SQLite store, artifacts proxied through the server."""
     return [

@@ -428,3 +428,35 @@ def test_logs_and_errors_hold_no_customer_ids(store, tmp_path, caplog):
     assert caplog.records  # publishing is logged
     assert "SECRET" not in caplog.text
     assert "SECRET" not in str(refused.value)
+
+
+def test_contact_history_is_published_with_the_snapshot(store, golden_dir, tmp_path):
+    """The contacts handed to publish come back from the served snapshot as they were
+    (whole seconds, UTC); a snapshot published without them has none, and a contact file
+    without the columns readers rely on is refused before anything changes."""
+    history = pd.DataFrame({"customer_id": ["c1", "c1", "c2"], "campaign_id": ["k1", "k2", "k1"],
+                            "timestamp": pd.to_datetime(["2024-03-01 09:30:00", "2024-03-29 23:59:59",
+                                                         "2023-12-31 00:00:00"])})
+    contacts = tmp_path / "contacts"
+    contacts.mkdir()
+    history.to_parquet(contacts / "part-0.parquet", index=False)
+    snap = store.publish(golden_dir, as_of=AS_OF, contacts=contacts)
+    assert snap.contacts == 3 and store.current().contacts == 3
+    got = store.contacts().sort_values(["customer_id", "timestamp"]).reset_index(drop=True)
+    want = history.sort_values(["customer_id", "timestamp"]).reset_index(drop=True)
+    assert got.customer_id.tolist() == want.customer_id.tolist()
+    assert got.campaign_id.tolist() == want.campaign_id.tolist()
+    assert (got.timestamp.to_numpy() == want.timestamp.to_numpy()).all()
+    reader = SQLiteOnlineStore(store.root)  # another reader of the same store sees the same
+    assert len(reader.contacts()) == 3
+
+    store.publish(golden_dir, as_of=AS_OF)
+    assert store.current().contacts is None and store.contacts() is None
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    history.drop(columns="campaign_id").to_parquet(bad / "part-0.parquet", index=False)
+    before = store.current().version
+    with pytest.raises(SnapshotValidationError, match="campaign_id"):
+        store.publish(golden_dir, as_of=AS_OF, contacts=bad)
+    assert store.current().version == before

@@ -322,10 +322,10 @@ def test_bento_serves_without_mlflow(served_home, tmp_path):
     import subprocess
     import sys
 
+    from base.processes import free_port, start
     from features.snapshot import read_contacts
     from scoring.catalog import parse_catalog
     from scoring.contacts import ContactHistory
-    from tests.mlflow_fixtures import _free_port
     from tests.serving_fixtures import REPO, Server, catalog_for, stop_server, wait_ready_or_fail
 
     # one contact in the 60 days before as_of reaches this catalog's cap
@@ -347,14 +347,13 @@ def test_bento_serves_without_mlflow(served_home, tmp_path):
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     assert "packed cvm-churn:" in built.stdout and "packed cvm-online-snapshot:" in built.stdout
 
-    port = _free_port()
+    port = free_port()
     empty = tmp_path / "empty-home"
     empty.mkdir()
     env.update({"CVM_HOME": str(empty), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "CVM_API_KEYS": API_KEY})
     log = tmp_path / "bento.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "cvm-scoring:latest", "--port", str(port)],
-                                env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start([sys.executable, "-m", "bentoml", "serve", "cvm-scoring:latest", "--port", str(port)], env=env,
+                 cwd=tmp_path, log=log)
     srv = Server(f"http://127.0.0.1:{port}", proc, log)
     try:
         wait_ready_or_fail(srv)

@@ -202,7 +202,7 @@ def train_task(task: Task, dataset: Dataset, as_of: date, engine: Engine, home: 
         y_va = y_va - template.clv_offset(data.valid)
 
     client = tracking.configure(home)
-    experiment = tracking.experiment_id(client, home, f"cvm-{task}")
+    experiment = tracking.experiment_id(client, home, TASK_SPECS[task].experiment)
     with mlflow.start_run(experiment_id=experiment, run_name=f"{task} as_of {as_of}") as run:
         mlflow.log_params({
             "task": task, "as_of": as_of.isoformat(), "horizon_days": horizon, "dataset": dataset.name,

@@ -39,6 +39,11 @@ class TaskSpec:
         return self.judged[0][1]
 
     @property
+    def experiment(self) -> str:
+        """The MLflow experiment of its training runs: named like the registered model."""
+        return self.model_name
+
+    @property
     def is_probability(self) -> bool:
         return self.kind == "binary"
 
