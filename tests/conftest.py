@@ -137,6 +137,63 @@ def spark_engine():
         yield engine
 
 
+# ------------------------------------------------------------------ database servers
+
+#: fixtures that start a real server: a test using one (directly or through another fixture)
+#: is marked ``server`` at collection, so ``-m "not server"`` (make test-fast) leaves it out
+SERVER_FIXTURES = {"postgres_server", "postgres_url", "redis_server", "redis_url"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before the mark plugin deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("server") is None:
+            item.add_marker(pytest.mark.server)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL (Debian's package) for the session, on a free loopback port, fsync
+    on (tests/db_servers.py). Shared: do not stop it; make a database of your own with
+    ``postgres_server.create_database(name)`` when a test needs an empty one. Stopped when
+    the session fixtures are torn down, before the check that no process is left."""
+    from tests.db_servers import ServerNotInstalled, start_postgres, temporary_root
+
+    with temporary_root("cvm-test-pg-") as root:
+        try:
+            server = start_postgres(root)
+        except ServerNotInstalled as e:  # a failure, not a skip: the suite needs the server
+            pytest.fail(str(e), pytrace=False)
+        with server:
+            yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server) -> str:
+    """``postgresql://cvm@127.0.0.1:PORT/cvm`` of the session's PostgreSQL."""
+    return postgres_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One real ``redis-server`` (Debian's package) for the session, no persistence."""
+    from tests.db_servers import ServerNotInstalled, start_redis, temporary_root
+
+    with temporary_root("cvm-test-redis-") as root:
+        try:
+            server = start_redis(root)
+        except ServerNotInstalled as e:
+            pytest.fail(str(e), pytrace=False)
+        with server:
+            yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server) -> str:
+    """``redis://127.0.0.1:PORT/0`` of the session's Redis."""
+    return redis_server.url
+
+
 # ------------------------------------------------------------------ no process left behind
 
 
