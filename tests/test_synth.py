@@ -3,7 +3,7 @@
 Three tiers: code (determinism, layout, refusal to overwrite), data (schemas, window,
 truth coverage, injected problems counted exactly, loader agreement) and behaviour
 (seasonality, heterogeneity, dropout, cross-sell, carts, campaign logic, identity
-traps). Small worlds (500-2,000 persons) keep them fast.
+traps, the response truth). Small worlds (500-2,000 persons) keep them fast.
 """
 
 from __future__ import annotations
@@ -20,7 +20,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from sources.dataset import DatasetConfig, load_config, open_directory
-from sources.synth import JUNK_EMAILS, JUNK_PHONES, MARKER, SynthParams, generate
+from sources.synth import (
+    JUNK_EMAILS,
+    JUNK_PHONES,
+    MARKER,
+    UPLIFT_KINDS,
+    SynthParams,
+    generate,
+    person_of_record,
+    read_response,
+)
 
 TABLES = ("transactions", "events", "contacts", "responses", "identities", "customers")
 START, END = datetime(2024, 1, 1), datetime(2026, 1, 1)  # END exclusive
@@ -51,6 +60,10 @@ SCHEMAS = {
     "products": pa.schema([("product_id", pa.string()), ("category", pa.string()),
                            ("subcategory", pa.string()), ("list_price", pa.float64())]),
 }
+RESPONSE_SCHEMA = pa.schema([("person_id", pa.int64()), ("category", pa.string()), ("kind", pa.string()),
+                             ("p_control", pa.float64()), ("p_treated", pa.float64())])
+CATEGORIES = ("grocery", "fresh", "dairy", "bakery", "beverages", "alcohol", "household", "beauty", "baby",
+              "pets", "electronics", "clothing")
 
 
 # ------------------------------------------------------------------ helpers
@@ -571,3 +584,159 @@ def test_trap_counts_in_quality_json(world, identities):
     junk_email = identities[identities.value.str.strip().str.lower().isin(JUNK_EMAILS)]
     assert traps["junk_email"] == len(junk_email) > 10
     assert traps["junk_phone"] == identities.value.isin(JUNK_PHONES).sum() > 0
+
+
+# ---------------------------------------------------------- response truth
+#: rows of generate(600 persons, seed=3, chunk_size=250) recorded with GENERATOR_VERSION 1,
+#: before truth/response/ existed: adding it must not move any other stream
+V1_ROWS = {"contacts": 3388, "customers": 662, "events": 5155, "identities": 3743, "products": 3186,
+           "responses": 91, "transactions": 14868}
+V1_RECORDS = 1485
+V1_FILES = {"_synth.json", "dataset.yaml", "products.parquet", "truth/persons.parquet", "truth/quality.json",
+            "truth/records.parquet", *(f"{t}/part-{i:05d}.parquet" for t in TABLES for i in range(3))}
+
+
+@pytest.fixture(scope="module")
+def response(world) -> pd.DataFrame:
+    return read_response(world)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_response_truth_leaves_every_other_file_as_before(tmp_path, monkeypatch):
+    import sources.synth.generator as gen
+
+    a = generate(tmp_path / "a", 600, seed=3, chunk_size=250)
+    files_a = _files(a.path)
+    response = {f for f in files_a if f.startswith("truth/response/")}
+    assert response == {f"truth/response/part-{i:05d}.parquet" for i in range(3)}
+    assert set(files_a) - response == V1_FILES
+    assert a.rows == V1_ROWS and a.records == V1_RECORDS
+    assert len(read_response(a.path)) == 600 * len(CATEGORIES)
+    # the response draws come from a stream of their own: drawing them differently changes
+    # nothing else, byte for byte
+    original = gen._response
+    monkeypatch.setattr(gen, "_response", lambda rng, *args: original(
+        np.random.default_rng(rng.integers(2**63)), *args))
+    b = generate(tmp_path / "b", 600, seed=3, chunk_size=250)
+    files_b = _files(b.path)
+    assert set(files_b) == set(files_a)
+    for rel in set(files_a) - response - {"dataset.yaml"}:
+        assert files_a[rel] == files_b[rel], rel
+    assert any(files_a[rel] != files_b[rel] for rel in response)
+
+
+def test_response_truth_schema_and_metadata(world, response):
+    parts = sorted((world / "truth" / "response").glob("part-*.parquet"))
+    assert [p.name for p in parts] == [f"part-{i:05d}.parquet" for i in range(3)]  # one per chunk
+    for part in parts:
+        schema = pq.read_schema(part)
+        assert schema.remove_metadata() == RESPONSE_SCHEMA
+        assert schema.metadata[b"horizon_days"] == b"28" and schema.metadata[b"as_of"] == b"2025-12-31"
+    assert list(response.columns) == RESPONSE_SCHEMA.names
+    assert response.attrs == {"horizon_days": 28, "as_of": "2025-12-31"}
+    # every person x every category, once, persons in order
+    assert len(response) == 2000 * len(CATEGORIES)
+    assert response.person_id.tolist() == np.repeat(np.arange(2000), len(CATEGORIES)).tolist()
+    assert response.category.tolist() == list(CATEGORIES) * 2000
+    assert set(response.kind) == set(UPLIFT_KINDS)
+    meta = json.loads((world / MARKER).read_text())
+    assert meta["generator_version"] == 2 and meta["params"]["response_horizon_days"] == 28
+    assert meta["truth"]["response"]["horizon_days"] == 28 and meta["truth"]["response"]["rows"] == 24000
+    # not a table of the dataset
+    assert set(open_directory(world).tables) == {*TABLES, "products"}
+
+
+def test_response_probabilities_have_the_shape_of_their_kind(response):
+    r = response
+    assert r[["p_control", "p_treated"]].notna().all().all()
+    assert ((r.p_control >= 0) & (r.p_control <= 1) & (r.p_treated >= 0) & (r.p_treated <= 1)).all()
+    kind = r.kind
+    dog, pers, sure, lost = (kind == "sleeping_dog"), (kind == "persuadable"), (kind == "sure_thing"), (
+        kind == "lost_cause")
+    assert (r.p_treated[dog] < r.p_control[dog]).all()
+    assert (r.p_treated[pers] > r.p_control[pers]).all()
+    uplift = r.p_treated - r.p_control
+    assert (uplift[pers] >= 0.05).all() and (r.p_control[pers] <= 0.25).all()
+    assert (uplift[dog] <= -0.15 * r.p_control[dog] + 1e-12).all()  # clearly below: at least 15 % less
+    assert (r.p_control[sure] >= 0.15).all() and (uplift[sure] >= 0).all()
+    assert (r.p_control[lost] <= 0.1).all() and (r.p_treated[lost] <= 0.12).all() and (uplift[lost] >= 0).all()
+    assert r.p_control[sure].mean() > 3 * r.p_control[~sure].mean()
+    # positive but modest on average, as in real retail
+    assert 0.01 < uplift.mean() < 0.06
+
+
+def test_response_kind_shares_match_params(response):
+    """Within sampling error: a person's 12 categories are not independent, so the error is
+    that of the mean over persons of their share of each kind."""
+    expected = dict(zip(UPLIFT_KINDS, TRAPS.uplift_shares))
+    per_person = pd.crosstab(response.person_id, response.kind, normalize="index")
+    for kind, share in expected.items():
+        col = per_person[kind]
+        se = col.std() / np.sqrt(len(col))
+        assert abs(col.mean() - share) < 4 * se + 0.005, (kind, col.mean(), share)
+
+
+def test_response_follows_observable_behaviour(response, orders, persons):
+    r = response.copy()
+    last = orders[(orders.amount > 0) & (orders.timestamp >= END - pd.Timedelta(days=90))]
+    n90 = last.groupby(["person", "category"]).order_id.nunique().rename("n90").reset_index()
+    r = r.merge(n90.rename(columns={"person": "person_id"}), on=["person_id", "category"], how="left")
+    r["n90"] = r.n90.fillna(0)
+    by_kind = r.groupby("kind").n90.mean()
+    assert by_kind["sure_thing"] > 3 * by_kind["persuadable"] and by_kind["sure_thing"] > 10 * by_kind["lost_cause"]
+    assert r.p_control.corr(r.n90, method="spearman") > 0.4
+    # a control group buys about as the history does (6-8 % of person x category per 28 days)
+    assert 0.03 < r.p_control.mean() < 0.12
+    person = persons.reindex(r.person_id)
+    alive = person.dropout_at.isna().to_numpy()
+    assert (r.kind[~alive] == "lost_cause").mean() > 0.95
+    assert (r.kind[alive] == "lost_cause").mean() < 0.7
+    # sleeping dogs buy often and ignore emails; persuadables respond to campaigns
+    dog = (r.kind == "sleeping_dog").to_numpy()
+    assert person.email_open_rate[dog & alive].mean() < person.email_open_rate[~dog & alive].mean() - 0.03
+    assert person.purchase_rate[dog].mean() > person.purchase_rate[~dog & alive].mean()
+    pers = (r.kind == "persuadable").to_numpy()
+    assert person.response_propensity[pers].mean() > person.response_propensity[~pers & alive].mean()
+    # persuadables like a category they have not adopted: families and baby products
+    baby = (r.category == "baby").to_numpy()
+    families = (person.segment == "families").to_numpy()
+    assert (r.kind[baby & families] == "persuadable").mean() > 2 * (r.kind[baby & ~families] == "persuadable").mean()
+
+
+def test_response_shares_and_horizon_are_knobs(tmp_path):
+    two = SynthParams(persuadable_share=0.5, sure_thing_share=0.0, lost_cause_share=0.5, sleeping_dog_share=0.0)
+    a = read_response(generate(tmp_path / "a", 300, seed=4, params=two).path)
+    assert set(a.kind) == {"persuadable", "lost_cause"}
+    assert abs((a.kind == "persuadable").mean() - 0.5) < 0.08
+    short = read_response(generate(tmp_path / "b", 300, seed=4, params=SynthParams(response_horizon_days=7)).path)
+    usual = read_response(generate(tmp_path / "c", 300, seed=4).path)
+    assert short.attrs["horizon_days"] == 7 and usual.attrs["horizon_days"] == 28
+    assert short.p_control.mean() < usual.p_control.mean()
+
+
+@pytest.mark.parametrize("kwargs", [{"persuadable_share": 0.5}, {"lost_cause_share": -0.1, "sure_thing_share": 0.8},
+                                    {"response_horizon_days": 0}], ids=["sum", "negative", "horizon"])
+def test_response_params_are_validated(kwargs):
+    with pytest.raises(ValueError):
+        SynthParams(**kwargs)
+
+
+def test_person_of_record_maps_the_ids_of_the_source_tables(world, person_of):
+    mapping = person_of_record(world)
+    assert list(mapping.columns) == ["source_system", "customer_id", "person_id"]
+    assert mapping.customer_id.is_unique and dict(zip(mapping.customer_id, mapping.person_id)) == person_of
+    for table in ("transactions", "customers"):
+        df = read(world, table).dropna(subset=["customer_id"])
+        joined = df.merge(mapping, on=["source_system", "customer_id"], how="left")
+        assert joined.person_id.notna().all(), table
+    assert set(mapping.person_id) == set(range(2000))
+
+
+def test_truth_readers_refuse_a_directory_without_truth(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_response(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        person_of_record(tmp_path)

@@ -5,8 +5,9 @@ one clean id per household. The system must also run at 1 M and 3 M customers an
 identities across source systems, so this package writes such a world as a dataset
 directory honouring ``sources.contract`` (found by ``sources.dataset.open_directory``),
 plus the ground truth a test needs and no real dataset has: which source record belongs
-to which person, each person's latent parameters, and a count of every injected
-data-quality problem (``truth/``, ignored by the loader).
+to which person, each person's latent parameters, a count of every injected
+data-quality problem, and each person's true response to an offer in every category
+(``truth/``, ignored by the loader; read it with ``sources.synth.truth``).
 
 How it stays reproducible and fast: persons are generated in chunks, and every component
 of a chunk draws from its own generator seeded with ``[seed, chunk, component]``, so a
@@ -32,7 +33,22 @@ The model, in brief:
 * identities: 1-5 source records per person (pos cards, web and app accounts, CRM
   records, duplicates) carrying emails, phones, cards, cookies and devices written in
   the many ways people write them, plus traps: typo'd emails, shared household devices,
-  junk identifiers, recycled phone numbers, exact duplicate rows.
+  junk identifiers, recycled phone numbers, exact duplicate rows;
+* response truth, for randomised control groups and ``cvm simulate``: per person and
+  category, ``p_control`` / ``p_treated``, the chance to buy in the category within
+  ``response_horizon_days`` (28) of a contact at the end of the window without / with an
+  offer for it, and the uplift ``kind`` (persuadable, sure_thing, lost_cause, sleeping_dog;
+  shares set by ``SynthParams``). They follow what the tables show, with noise: p_control
+  is the person's habitual rate (about what history shows, 6 % on average), sure things
+  buy the category often, persuadables are alive, responsive and like a category they have
+  not adopted, sleeping dogs buy often and ignore emails, lost causes have left or rarely
+  buy it; the mean true uplift is about +3 points.
+
+Truth files: ``truth/persons.parquet`` (one row per person: segment, latent rates,
+preferences, true identifiers), ``truth/records.parquet`` (source_system, source_id,
+person_id, created_at), ``truth/quality.json`` (injected problems) and ``truth/response/``
+(one Parquet part per chunk: person_id int64, category, kind, p_control and p_treated
+float64; horizon_days and as_of in the schema metadata and in ``_synth.json``).
 
 Modules, each importing only those above it in this list:
 
@@ -47,15 +63,23 @@ Modules, each importing only those above it in this list:
   CSV text problems) and the ``_Quality`` counts of every injected problem;
 * ``behaviour``: persons, holdings, acquisition, tastes; orders, lines, returns; contacts,
   responses; events;
+* ``uplift``: the response truth: features from a person's behaviour, the kind logit and
+  its intercepts calibrated per world (``_uplift_model``), the draws of a chunk (``_response``);
 * ``identities``: source records and their ids; person identifiers (emails, phones, cards,
   cookies, devices) with their messy forms and traps; the identities and customers rows;
 * ``writer``: the output tables and truth of a chunk, the part / truth / metadata files,
   the marker, the target check, ``SynthSummary``;
-* ``generator``: ``generate``, the chunked driver (``_chunk`` seeds every component).
+* ``generator``: ``generate``, the chunked driver (``_chunk`` seeds every component);
+* ``truth``: readers of a written dataset's truth: ``read_response``, ``person_of_record``.
+
+Component numbers of a chunk's streams are fixed for good (14 is the response truth; the
+calibration's reference persons use the world's component 4): a new stage takes a new
+number, so the other files stay byte-identical for the same seed.
 """
 
 from sources.synth.generator import generate
-from sources.synth.params import JUNK_EMAILS, JUNK_PHONES, MAX_CHUNK_SIZE, SynthParams
+from sources.synth.params import JUNK_EMAILS, JUNK_PHONES, MAX_CHUNK_SIZE, UPLIFT_KINDS, SynthParams
+from sources.synth.truth import person_of_record, read_response
 from sources.synth.writer import GENERATOR_VERSION, MARKER, SynthSummary
 
 __all__ = [
@@ -64,7 +88,10 @@ __all__ = [
     "JUNK_PHONES",
     "MARKER",
     "MAX_CHUNK_SIZE",
+    "UPLIFT_KINDS",
     "SynthParams",
     "SynthSummary",
     "generate",
+    "person_of_record",
+    "read_response",
 ]

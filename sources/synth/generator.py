@@ -29,6 +29,7 @@ from sources.synth.behaviour import (
 from sources.synth.defects import _Quality, _text_problems
 from sources.synth.identities import _customer_rows, _identity_rows, _person_ids, _records
 from sources.synth.params import MAX_CHUNK_SIZE, SynthParams
+from sources.synth.uplift import _response, _uplift_model, _UpliftModel
 from sources.synth.world import _World, _world
 from sources.synth.writer import (
     SynthSummary,
@@ -39,6 +40,7 @@ from sources.synth.writer import (
     _transactions,
     _truth_persons,
     _truth_records,
+    _truth_response,
     _write_metadata,
     _Writer,
 )
@@ -63,6 +65,7 @@ def generate(out: Path, customers: int, seed: int = 0, *, start: date = date(202
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
     try:
         world = _world(seed, start, end, params)
+        uplift = _uplift_model(seed, world)
         quality = _Quality()
         records = 0
         with _Writer(staged, fmt) as writer:
@@ -70,16 +73,16 @@ def generate(out: Path, customers: int, seed: int = 0, *, start: date = date(202
             for chunk in range(-(-customers // chunk_size)):
                 first = chunk * chunk_size
                 n = min(chunk_size, customers - first)
-                tables, truth = _chunk(world, seed, chunk, first, n, fmt, quality)
+                tables, truth = _chunk(world, uplift, seed, chunk, first, n, fmt, quality)
                 for name, table in tables.items():
                     rows[name] = rows.get(name, 0) + writer.write_part(name, chunk, table)
-                writer.write_truth(truth)
+                writer.write_truth(truth, chunk)
                 records += truth["records"].num_rows
                 del tables, truth  # free this chunk before building the next
                 if progress is not None:
                     progress(first + n, customers)
         summary = SynthSummary(out, customers, seed, fmt, rows, records, quality.as_dict())
-        _write_metadata(staged, out.name, summary, start, end, chunk_size, params)
+        _write_metadata(staged, out.name, summary, start, end, chunk_size, params, world)
         replace_directory(staged, out)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
@@ -99,9 +102,10 @@ def _check_arguments(customers: int, start: date, end: date, fmt: str, chunk_siz
 
 
 # -------------------------------------------------------------------- chunk
-def _chunk(world: _World, seed: int, chunk: int, first: int, n: int, fmt: str,
+def _chunk(world: _World, uplift: _UpliftModel, seed: int, chunk: int, first: int, n: int, fmt: str,
            quality: _Quality) -> tuple[dict[str, pa.Table], dict[str, pa.Table]]:
-    """All tables of persons [first, first + n): their rows depend on (seed, chunk) only."""
+    """All tables of persons [first, first + n): their rows depend on (seed, chunk) only.
+    Component numbers are fixed for good: a new stage takes a new number (14: response truth)."""
     p = _persons(_rng(seed, chunk, 1), world, first, n)
     r = _records(_rng(seed, chunk, 2), world, p, chunk)
     pids = _person_ids(_rng(seed, chunk, 3), world, p, r, quality)
@@ -125,5 +129,7 @@ def _chunk(world: _World, seed: int, chunk: int, first: int, n: int, fmt: str,
     if fmt == "csv":
         tables["transactions"] = _text_problems(_rng(seed, chunk, 13), tables["transactions"], world.params,
                                                 quality)
-    truth = {"persons": _truth_persons(world, p, pids), "records": _truth_records(world, r, p)}
+    response = _response(_rng(seed, chunk, 14), world, uplift, p)
+    truth = {"persons": _truth_persons(world, p, pids), "records": _truth_records(world, r, p),
+             "response": _truth_response(world, p, response)}
     return tables, truth

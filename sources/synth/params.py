@@ -1,6 +1,6 @@
 """Parameters of the synthetic world: the ``SynthParams`` knobs and the constant tables
 (time units, categories and their economics, segments, regions, tiers, seasonality,
-source systems and their codes, names, email domains, phone and card templates)."""
+source systems and their codes, names, email domains, phone and card templates, uplift kinds)."""
 
 from __future__ import annotations
 
@@ -75,6 +75,9 @@ _SLOT_SYSTEM = (POS, POS, WEB, APP, CRM, CRM)
 EVENT_TYPES = ("view", "add_to_cart", "purchase", "email_open", "email_click", "support_ticket")
 VIEW, CART, PURCHASE, OPEN, CLICK, TICKET = range(6)
 CONTACT_CHANNELS = ("email", "sms", "mail")
+#: how a person's purchases in a category react to an offer for it (``truth/response/``)
+UPLIFT_KINDS = ("persuadable", "sure_thing", "lost_cause", "sleeping_dog")
+PERSUADABLE, SURE_THING, LOST_CAUSE, SLEEPING_DOG = range(4)
 ID_TYPES = ("loyalty_card", "email", "phone", "crm_id", "cookie", "device")
 CARD, EMAIL, PHONE, CRM_ID, COOKIE, DEVICE = range(6)
 
@@ -163,3 +166,25 @@ class SynthParams:
     # text-level problems, CSV only
     bad_timestamp_rate: float = 1e-4
     bad_amount_rate: float = 1e-4
+    # ground-truth response to offers (truth/response/): per person and category, the
+    # chance to buy in the category within the horizon without and with an offer for it
+    #: days after the contact in which a purchase counts (the synthetic catalog's horizon_days)
+    response_horizon_days: int = 28
+    #: shares of the uplift kinds over persons x categories; they must sum to 1
+    persuadable_share: float = 0.15
+    sure_thing_share: float = 0.10
+    lost_cause_share: float = 0.68
+    sleeping_dog_share: float = 0.07
+
+    def __post_init__(self) -> None:
+        shares = self.uplift_shares
+        if any(not 0.0 <= s <= 1.0 for s in shares) or abs(sum(shares) - 1.0) > 1e-9:
+            raise ValueError("persuadable_share, sure_thing_share, lost_cause_share and sleeping_dog_share "
+                             f"must be within 0..1 and sum to 1, got {shares}")
+        if not 1 <= self.response_horizon_days <= 365:
+            raise ValueError(f"response_horizon_days must be within 1..365, got {self.response_horizon_days}")
+
+    @property
+    def uplift_shares(self) -> tuple[float, float, float, float]:
+        """Shares of the kinds, in ``UPLIFT_KINDS`` order."""
+        return (self.persuadable_share, self.sure_thing_share, self.lost_cause_share, self.sleeping_dog_share)

@@ -1,12 +1,13 @@
 """Output: the tables and ground truth of a chunk built from its arrays, written one part per
-table per chunk; the truth/ directory, dataset.yaml and the marker file that lets a rerun
-replace a previous output (``_check_target`` refuses any other non-empty target)."""
+table per chunk; the truth/ directory (single files, and the parts of ``truth/response/``),
+dataset.yaml and the marker file that lets a rerun replace a previous output
+(``_check_target`` refuses any other non-empty target)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Self
 
@@ -35,14 +36,19 @@ from sources.synth.params import (
     SEGMENTS,
     STORE,
     SYSTEMS,
+    UPLIFT_KINDS,
     SynthParams,
 )
+from sources.synth.uplift import _Response
 from sources.synth.world import _Catalog, _World
 
 #: marks a directory as synth output, so a rerun may replace it (and nothing else)
 MARKER = "_synth.json"
 #: bump when the generated content changes for the same arguments
-GENERATOR_VERSION = 1
+#: (2: adds truth/response/, every other file unchanged)
+GENERATOR_VERSION = 2
+#: truth tables written one part per chunk, under truth/<name>/, rather than as one file
+TRUTH_PARTS = ("response",)
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,25 @@ def _truth_records(world: _World, r: _Records, p: _Persons) -> pa.Table:
     })
 
 
+def _truth_response(world: _World, p: _Persons, resp: _Response) -> pa.Table:
+    """One row per person and category, persons in order, categories in ``CATEGORIES`` order;
+    the horizon and its start are in the schema metadata."""
+    n, c = resp.kind.shape
+    table = pa.table({
+        "person_id": pa.array(np.repeat(p.gid, c), pa.int64()),
+        "category": _pick(np.tile(np.arange(c), n), CATEGORIES),
+        "kind": _pick(resp.kind.reshape(-1), UPLIFT_KINDS),
+        "p_control": pa.array(resp.p_control.reshape(-1), pa.float64()),
+        "p_treated": pa.array(resp.p_treated.reshape(-1), pa.float64()),
+    })
+    return table.replace_schema_metadata({k: str(v) for k, v in _response_meta(world).items()})
+
+
+def _response_meta(world: _World) -> dict:
+    end = world.window.start + timedelta(days=world.window.days - 1)
+    return {"horizon_days": world.params.response_horizon_days, "as_of": end.isoformat()}
+
+
 # ------------------------------------------------------------------ writing
 class _Writer:
     """Writes one part per table per chunk, the catalog once, and the truth as single files."""
@@ -215,8 +240,15 @@ class _Writer:
             pq.write_table(table, folder / f"part-{chunk:05d}.parquet", compression="zstd")
         return table.num_rows
 
-    def write_truth(self, truth: dict[str, pa.Table]) -> None:
+    def write_truth(self, truth: dict[str, pa.Table], chunk: int) -> None:
+        """Truth tables named in ``TRUTH_PARTS`` as this chunk's part, the others appended to
+        their single file."""
         for name, table in truth.items():
+            if name in TRUTH_PARTS:
+                folder = self.root / "truth" / name
+                folder.mkdir(exist_ok=True)
+                pq.write_table(table, folder / f"part-{chunk:05d}.parquet", compression="zstd")
+                continue
             if name not in self.truth:
                 self.truth[name] = pq.ParquetWriter(self.root / "truth" / f"{name}.parquet", table.schema,
                                                     compression="zstd")
@@ -235,7 +267,7 @@ def _as_text(table: pa.Table) -> pa.Table:
 
 
 def _write_metadata(root: Path, name: str, summary: SynthSummary, start: date, end: date, chunk_size: int,
-                    params: SynthParams) -> None:
+                    params: SynthParams, world: _World) -> None:
     (root / "dataset.yaml").write_text(yaml.safe_dump({
         "name": name,
         "category_column": "category",
@@ -246,4 +278,9 @@ def _write_metadata(root: Path, name: str, summary: SynthSummary, start: date, e
         "generator_version": GENERATOR_VERSION, "persons": summary.persons, "seed": summary.seed,
         "fmt": summary.fmt, "chunk_size": chunk_size, "start": start.isoformat(), "end": end.isoformat(),
         "params": asdict(params), "rows": summary.rows, "records": summary.records,
+        "truth": {"response": {
+            **_response_meta(world), "rows": summary.persons * len(CATEGORIES),
+            "description": "per person and category: p_control / p_treated = probability of buying in "
+                           "the category within horizon_days of a contact at the end of as_of (the window's last day) "
+                           "without / with an offer for it; kind = uplift kind"}},
     }, indent=2, sort_keys=True) + "\n")
