@@ -179,9 +179,17 @@ def base_manifest(as_of: date, champions: dict, missing_tasks: list[str], snapsh
     }
 
 
+def decision_summary(decisions: pd.DataFrame) -> dict:
+    """Decisions logged by a run, per arm, and how many were shown an offer."""
+    return {"logged": len(decisions),
+            "per_arm": {str(a): int(n) for a, n in decisions["arm"].value_counts().sort_index().items()},
+            "shown_an_offer": int(decisions["offer_id"].notna().sum())}
+
+
 def run_scoring(snapshot: pd.DataFrame, snapshot_info: dict, champions: dict, catalog, contacts, as_of: date,
                 root: Path, *, window_days: int, k: int = 3, progress: Callable[[int], None] | None = None,
-                before_swap: Callable[[Path], None] | None = None, timings: dict | None = None) -> BatchResult:
+                before_swap: Callable[[Path], None] | None = None, timings: dict | None = None,
+                decision=None, log_decisions: Callable[[pd.DataFrame], None] | None = None) -> BatchResult:
     """Score, reconcile, write atomically. Pure of any registry or engine access.
     ``timings`` (seconds of earlier steps, e.g. the feature build) go into the manifest."""
     timings = dict(timings or {})
@@ -190,7 +198,7 @@ def run_scoring(snapshot: pd.DataFrame, snapshot_info: dict, champions: dict, ca
     if removed:
         log.warning("removed %d staging director%s left by an interrupted run", removed, "y" if removed == 1 else "ies")
     outputs = score_snapshot(snapshot, champions, catalog, as_of, window_days=window_days, contacts=contacts, k=k,
-                             progress=progress)
+                             progress=progress, decision=decision)
     timings["score_seconds"] = round(time.perf_counter() - t0, 3)
     reconcile(snapshot, outputs.scores)
     prev_day, prev = previous_scores(root, as_of)
@@ -198,5 +206,10 @@ def run_scoring(snapshot: pd.DataFrame, snapshot_info: dict, champions: dict, ca
     manifest = base_manifest(as_of, champions, outputs.missing_tasks, snapshot_info, catalog, prev_day,
                              rows_in=len(snapshot), scored=len(outputs.scores), cross_sell_pairs=len(outputs.cross_sell),
                              offers=len(outputs.offers), timings=timings, engine="duckdb")
+    if outputs.decisions is not None and log_decisions is not None:  # durable before the outputs are published
+        t1 = time.perf_counter()
+        log_decisions(outputs.decisions)
+        manifest["timings"]["log_decisions_seconds"] = round(time.perf_counter() - t1, 3)
+        manifest["decisions"] = decision_summary(outputs.decisions)
     final = write_outputs(root, as_of, outputs, migration, manifest, before_swap=before_swap)
     return BatchResult(final, json.loads((final / "manifest.json").read_text()), outputs)

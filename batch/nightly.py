@@ -16,22 +16,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from base.dates import partition_dir
+from base.dates import cutoff, partition_dir
 from base.engines import open_engine
 from base.errors import InputError
 from base.home import Home
 from batch.job import BatchError, BatchResult, parquet_rows, run_scoring
+from batch.score import BatchDecision
 from features.build_config import BuildConfig
 from features.publish import build_and_publish, check_engine, publish_snapshot
 from features.snapshot import SchemaMismatchError, feature_config, read_contacts, read_metadata
 from scoring.catalog import Catalog, CatalogError, default_catalog_path, load_catalog
 from scoring.champions import Champion, NotReadyError, RegistrySource, categories_of
 from scoring.contacts import ContactHistory
+from scoring.decisions import DecisionStoreUnavailable, open_decision_store, to_us
+from scoring.live import since_us
 from sources.dataset import DatasetError, resolve_dataset
 
 log = logging.getLogger(__name__)
@@ -64,11 +67,15 @@ def run_nightly(as_of: date, home: Home, *, dataset: str = "completejourney", ou
                 config: BuildConfig | None = None, catalog_path: Path | None = None, k: int = 3,
                 publish: bool = True, engine: str = "duckdb", spark_master: str | None = None,
                 say: Callable[[str], None] | None = None,
-                progress: Callable[[int, int], None] | None = None) -> NightlyResult:
+                progress: Callable[[int, int], None] | None = None, decisions_url: str | None = None,
+                decided_us: int | None = None) -> NightlyResult:
     """Score every customer of ``dataset`` as of ``as_of`` and write the outputs under
     ``out`` (default ``$CVM_HOME/batch/<dataset>``), in ``as_of=DATE/``.
 
-    ``say`` receives one line per notable step; ``progress(done, total)`` the customers scored."""
+    ``say`` receives one line per notable step; ``progress(done, total)`` the customers scored.
+    With a catalog, every customer is a decision logged in the decision log
+    (``decisions_url``, default the dataset's embedded log) at ``decided_us`` (default the start of ``as_of``)
+    before the outputs are published; the log's live contacts count toward the caps."""
     tell = say or log.info
     t0 = time.perf_counter()
     warnings: list[str] = []
@@ -104,12 +111,18 @@ def run_nightly(as_of: date, home: Home, *, dataset: str = "completejourney", ou
         contacts = ContactHistory.from_frame(history, as_of) if history is not None else None
         root = out or home.batch(ds.name)
         timings = {"features_seconds": round(t_features, 3)}
+        decision, store = None, None
+        if catalog is not None:  # every offer the batch writes is a logged decision
+            store = stack.enter_context(closing(open_decision_store(decisions_url, home, ds.name)))
+            decision = batch_decision(store, catalog, champions, info, dataset=ds.name, as_of=as_of,
+                                      decided_us=decided_us)
         if spark is not None:
             from batch.spark_job import run_scoring_spark
 
             tell(f"scoring {info['rows']:,} customers on Spark ({spark.session.sparkContext.master})")
             result = run_scoring_spark(spark.session, snap_dir, info, champions, catalog, contacts, as_of, root,
-                                       window_days=window_days, k=k, timings=timings)
+                                       window_days=window_days, k=k, timings=timings, decision=decision,
+                                       log_decisions=store.log_table if store is not None else None)
         else:
             import pandas as pd
 
@@ -123,11 +136,29 @@ def run_nightly(as_of: date, home: Home, *, dataset: str = "completejourney", ou
                     progress(done, total)
 
             result = run_scoring(snapshot, info, champions, catalog, contacts, as_of, root, window_days=window_days,
-                                 k=k, progress=advance, timings=timings)
+                                 k=k, progress=advance, timings=timings, decision=decision,
+                                 log_decisions=store.log_table if store is not None else None)
     if publish:
         publish_snapshot(home, ds.name, snap_dir, as_of)
     warnings += [f"no champion for {t}: its columns are null" for t in result.manifest["missing_tasks"]]
     return NightlyResult(result, as_of, time.perf_counter() - t0, t_features, warnings)
+
+
+def batch_decision(store, catalog: Catalog, champions: dict, info: dict, *, dataset: str, as_of: date,
+                   decided_us: int | None) -> BatchDecision:
+    """The decision context of one run: its time (default: the start of ``as_of``, UTC, so a
+    rerun decides alike), its key (decision ids derive from the dataset and the date: a
+    rerun replaces the run's decisions instead of adding to them), the live log read once."""
+    now_us = to_us(cutoff(as_of)) if decided_us is None else decided_us
+    try:
+        contacts, outcomes = store.live(since_us(catalog, now_us))
+    except DecisionStoreUnavailable as exc:
+        raise BadInputError(f"{exc}: no offer can be decided without the decision log") from None
+    # what was logged before this run's moment (not a previous attempt of this same run)
+    live = (contacts[contacts["decided_us"] < now_us], outcomes[outcomes["occurred_us"] < now_us])
+    versions = ({t: c.version for t, c in champions.items()}, catalog.version,
+                str(info.get("feature_set_fingerprint") or ""))
+    return BatchDecision(now_us, f"{dataset}:{as_of.isoformat()}", live, versions)
 
 
 def snapshot_info(snap_dir: Path, meta: dict) -> dict:

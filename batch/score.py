@@ -19,7 +19,9 @@ import pandas as pd
 from features.definitions import slug
 from scoring.catalog import Catalog
 from scoring.champions import Champion, categories_of, missing_tasks
-from scoring.contacts import ContactHistory, ContactState
+from scoring.contacts import ContactHistory, ContactState, live_state
+from scoring.decide import batch_decision_ids, choose, decision_table
+from scoring.decisions import from_us
 from scoring.inference import score_block, to_customer_scores
 from scoring.nbo import CategorySpend, arbitrate, top_offers
 from training.predictor import block_from_frame
@@ -35,13 +37,26 @@ CHUNK_ROWS = 200_000
 class BatchOutputs:
     scores: pd.DataFrame
     cross_sell: pd.DataFrame  # customer_id, category, probability (eligible pairs only)
-    offers: pd.DataFrame  # top k offers per customer
+    offers: pd.DataFrame  # top k offers per customer shown one (with decision_id, arm, pscore)
     missing_tasks: list[str] = field(default_factory=list)
+    decisions: pd.DataFrame | None = None  # one decision log row per customer (None: no catalog)
+
+
+@dataclass(frozen=True)
+class BatchDecision:
+    """What the batch's decisions need besides the scores: their time, the run they belong to
+    (decision ids derive from it), the live log read once (``store.live``), the versions."""
+
+    decided_us: int
+    run_key: str
+    live: tuple[pd.DataFrame, pd.DataFrame]
+    versions: tuple[dict, str, str]  # model versions, catalog version, snapshot version
 
 
 def score_snapshot(frame: pd.DataFrame, champions: Mapping[str, Champion], catalog: Catalog | None,
                    as_of: date, *, window_days: int, contacts: ContactHistory | None = None, k: int = 3,
-                   chunk_rows: int = CHUNK_ROWS, progress: Callable[[int], None] | None = None) -> BatchOutputs:
+                   chunk_rows: int = CHUNK_ROWS, progress: Callable[[int], None] | None = None,
+                   decision: BatchDecision | None = None) -> BatchOutputs:
     """Every customer of ``frame`` (one snapshot row each) scored by the champions.
 
     ``window_days`` is the window the snapshot's ``monetary`` covers (its feature
@@ -59,13 +74,15 @@ def score_snapshot(frame: pd.DataFrame, champions: Mapping[str, Champion], catal
                                                                                 for c in categories)]),
                                          categories, window_days=window_days, horizon_days=catalog.horizon_days)
              if catalog is not None and categories else CategorySpend({}))
-    score_parts, xs_parts, offer_parts = [], [], []
+    score_parts, xs_parts, offer_parts, decision_parts = [], [], [], []
     for start in range(0, len(frame), chunk_rows):
         chunk = frame.iloc[start:start + chunk_rows]
-        s, x, o = score_chunk(chunk, champions, categories, catalog, spend, contacts, k)
+        s, x, o, d = score_chunk(chunk, champions, categories, catalog, spend, contacts, k, decision)
         score_parts.append(s)
         xs_parts.append(x)
         offer_parts.append(o)
+        if d is not None:
+            decision_parts.append(d)
         if progress is not None:
             progress(len(chunk))
     scores = pd.concat(score_parts, ignore_index=True) if score_parts else _empty_scores()
@@ -76,7 +93,8 @@ def score_snapshot(frame: pd.DataFrame, champions: Mapping[str, Champion], catal
     offers = pd.concat(offer_parts, ignore_index=True) if offer_parts else pd.DataFrame()
     if len(offers):
         offers.insert(1, "as_of", pd.Series([as_of] * len(offers), dtype="object"))
-    return BatchOutputs(scores, cross_sell, offers, missing)
+    decisions = pd.concat(decision_parts, ignore_index=True) if decision_parts else None
+    return BatchOutputs(scores, cross_sell, offers, missing, decisions)
 
 
 def _empty_scores() -> pd.DataFrame:
@@ -84,10 +102,16 @@ def _empty_scores() -> pd.DataFrame:
 
 
 def score_chunk(chunk: pd.DataFrame, champions: Mapping[str, Champion], categories: list[str],
-                catalog: Catalog | None, spend: CategorySpend, contacts: ContactHistory | None, k: int
-                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Snapshot rows in; their scores, eligible cross-sell pairs and top ``k`` offers out
-    (the embedded job calls it per chunk, the Spark job per Arrow batch)."""
+                catalog: Catalog | None, spend: CategorySpend, contacts: ContactHistory | None, k: int,
+                decision: BatchDecision | None = None
+                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """Snapshot rows in; their scores, eligible cross-sell pairs, top ``k`` offers and
+    decisions out (the embedded job calls it per chunk, the Spark job per Arrow batch).
+
+    With ``decision``, each customer is a decision: the live log's contacts count toward
+    the caps, the customer's arm decides what is shown (nothing for control, a random
+    eligible offer first for exploration), and the offer rows carry ``decision_id``,
+    ``arm`` and ``pscore``."""
     n = len(chunk)
     block = block_from_frame(chunk)
     ids = chunk["customer_id"].astype(str).to_numpy(dtype=object)
@@ -108,17 +132,34 @@ def score_chunk(chunk: pd.DataFrame, champions: Mapping[str, Champion], categori
     best_id = np.full(n, None, dtype=object)
     best_ev = np.full(n, np.nan)
     offers = pd.DataFrame()
+    decisions = None
     if catalog is not None:
         state = contacts.state(list(ids), catalog) if contacts is not None else ContactState.none(n, catalog)
-        result = arbitrate(cs, catalog, spend, state)
-        offers = pd.DataFrame(top_offers(cs, catalog, result, k=k))
+        if decision is None:
+            result = arbitrate(cs, catalog, spend, state)
+            offers = pd.DataFrame(top_offers(cs, catalog, result, k=k))
+        else:
+            state = state.plus(live_state(list(ids), catalog, *decision.live, decision.decided_us))
+            result = arbitrate(cs, catalog, spend, state)
+            c = choose(list(ids), catalog, result, from_us(decision.decided_us))
+            decision_ids = batch_decision_ids(ids, decision.run_key)
+            decisions = pd.DataFrame(decision_table(ids, catalog, result, c, k=k, decided_us=decision.decided_us,
+                                                    decision_ids=decision_ids, versions=decision.versions))
+            offers = pd.DataFrame(top_offers(cs, catalog, result, k=k, order=c.order))
+            row = pd.Index(ids).get_indexer(offers["customer_id"])
+            shown = c.shows[row]
+            offers = offers[shown].reset_index(drop=True)
+            row = row[shown]
+            offers["decision_id"] = decision_ids[row]
+            offers["arm"] = c.arm[row]
+            offers["pscore"] = c.pscore[row]
         first = offers[offers["rank"] == 1]
         pos = pd.Index(ids).get_indexer(first["customer_id"])
         best_id[pos] = first["offer_id"].to_numpy(dtype=object)
         best_ev[pos] = first["expected_value"].to_numpy(dtype="float64")
     scores["best_offer_id"] = best_id
     scores["best_offer_expected_value"] = best_ev
-    return scores, cross_sell, offers
+    return scores, cross_sell, offers, decisions
 
 
 def segment_migration(previous: pd.DataFrame | None, current: pd.DataFrame) -> pd.DataFrame:

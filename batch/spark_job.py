@@ -35,11 +35,12 @@ from batch.job import (
     staged_output,
     write_manifest,
 )
-from batch.score import SCORE_COLUMNS, score_chunk
+from batch.score import SCORE_COLUMNS, BatchDecision, score_chunk
 from features.definitions import slug
 from scoring.catalog import Catalog
 from scoring.champions import Champion, categories_of, missing_tasks
 from scoring.contacts import ContactHistory
+from scoring.decide import OFFER_DECISION_COLUMNS
 from scoring.nbo import OFFER_COLUMNS, CategorySpend
 
 #: rows per Arrow batch handed to the scoring function (bigger batches, fewer booster calls)
@@ -50,7 +51,9 @@ _TAGGED = {"kind": "string", "customer_id": "string", "rfm_segment": "string", "
            "next_purchase_probability": "double", "expected_orders": "double", "clv": "double",
            "best_offer_id": "string", "best_offer_expected_value": "double", "category": "string",
            "probability": "double", "rank": "long", "offer_id": "string", "name": "string", "type": "string",
-           "channel": "string", "propensity": "double", "value": "double", "expected_value": "double"}
+           "channel": "string", "propensity": "double", "value": "double", "expected_value": "double",
+           "decision_id": "string", "arm": "string", "pscore": "double", "policy_offer_id": "string",
+           "offers": "string"}
 TAGGED_COLUMNS = tuple(_TAGGED)
 _PANDAS = {"string": "object", "double": "float64", "long": "Int64"}
 
@@ -62,11 +65,15 @@ def _tagged_schema():
     return T.StructType([T.StructField(c, spark[t], True) for c, t in _TAGGED.items()])
 
 
-def tag(scores: pd.DataFrame, cross_sell: pd.DataFrame, offers: pd.DataFrame) -> pd.DataFrame:
-    """The three outputs of one chunk as one table with a ``kind`` column (``TAGGED_COLUMNS``)."""
+def tag(scores: pd.DataFrame, cross_sell: pd.DataFrame, offers: pd.DataFrame,
+        decisions: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The outputs of one chunk as one table with a ``kind`` column (``TAGGED_COLUMNS``)."""
     dtypes = {c: _PANDAS[t] for c, t in _TAGGED.items()}
+    if decisions is not None:
+        decisions = decisions[[c for c in decisions.columns if c in _TAGGED]]
     parts = [frame.assign(kind=kind) for kind, frame in (("scores", scores), ("cross_sell", cross_sell),
-                                                          ("offers", offers)) if len(frame)]
+                                                          ("offers", offers), ("decisions", decisions))
+             if frame is not None and len(frame)]
     if not parts:
         return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in dtypes.items()})
     return pd.concat(parts, ignore_index=True).reindex(columns=list(TAGGED_COLUMNS)).astype(dtypes)
@@ -89,7 +96,8 @@ def category_spend_spark(df, categories: list[str], *, window_days: int, horizon
 
 
 def score_dataframe(df, champions: Mapping[str, Champion], catalog: Catalog | None,
-                    contacts: ContactHistory | None, *, k: int, window_days: int):
+                    contacts: ContactHistory | None, *, k: int, window_days: int,
+                    decision: BatchDecision | None = None):
     """The tagged output of every snapshot row, as a (lazy) Spark DataFrame."""
     session = df.sparkSession
     categories = categories_of(dict(champions))
@@ -97,13 +105,13 @@ def score_dataframe(df, champions: Mapping[str, Champion], catalog: Catalog | No
         catalog.check_categories(categories, "offer catalog")
     spend = (category_spend_spark(df, categories, window_days=window_days, horizon_days=catalog.horizon_days)
              if catalog is not None and categories else CategorySpend({}))
-    shared = session.sparkContext.broadcast((dict(champions), catalog, contacts, spend, categories, k))
+    shared = session.sparkContext.broadcast((dict(champions), catalog, contacts, spend, categories, k, decision))
 
     def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        champs, cat, hist, sp, cats, top_k = shared.value
+        champs, cat, hist, sp, cats, top_k, dec = shared.value
         for batch in batches:
             if len(batch):
-                yield tag(*score_chunk(batch, champs, cats, cat, sp, hist, top_k))
+                yield tag(*score_chunk(batch, champs, cats, cat, sp, hist, top_k, dec))
 
     session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_ROWS))
     return df.mapInPandas(score_batches, schema=_tagged_schema())
@@ -112,7 +120,8 @@ def score_dataframe(df, champions: Mapping[str, Champion], catalog: Catalog | No
 def run_scoring_spark(session, snapshot_dir: Path, snapshot_info: dict, champions: Mapping[str, Champion],
                       catalog: Catalog | None, contacts: ContactHistory | None, as_of: date, root: Path, *,
                       window_days: int, k: int = 3, before_swap: Callable[[Path], None] | None = None,
-                      timings: dict | None = None) -> BatchResult:
+                      timings: dict | None = None, decision: BatchDecision | None = None,
+                      log_decisions: Callable[[pd.DataFrame], None] | None = None) -> BatchResult:
     """Score the snapshot on Spark, reconcile, write the outputs aside and swap them in."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -122,17 +131,25 @@ def run_scoring_spark(session, snapshot_dir: Path, snapshot_info: dict, champion
     if root.exists():
         clean_abandoned(root)
     snapshot = session.read.parquet(str(snapshot_dir.resolve()))
-    tagged = score_dataframe(snapshot, champions, catalog, contacts, k=k, window_days=window_days).persist(StorageLevel.MEMORY_AND_DISK)
+    tagged = score_dataframe(snapshot, champions, catalog, contacts, k=k, window_days=window_days,
+                             decision=decision).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         scores = (tagged.where(F.col("kind") == "scores").withColumn("as_of", F.lit(as_of))
                   .select(*SCORE_COLUMNS))
         cross_sell = tagged.where(F.col("kind") == "cross_sell").select("customer_id", "category", "probability")
+        decided = decision is not None and catalog is not None
         offers = (tagged.where(F.col("kind") == "offers").withColumn("as_of", F.lit(as_of))
-                  .select("customer_id", "as_of", *[c for c in OFFER_COLUMNS if c != "customer_id"]))
+                  .select("customer_id", "as_of", *[c for c in OFFER_COLUMNS if c != "customer_id"],
+                          *(OFFER_DECISION_COLUMNS if decided else ())))
         counts = _reconcile(snapshot, scores)
         timings["score_seconds"] = round(time.perf_counter() - t0, 3)
         prev_day = previous_scores_day(root, as_of)
         migration = _migration(session, root, prev_day, scores)
+        if decided and log_decisions is not None:  # durable before the outputs are published
+            columns = ["decision_id", "customer_id", "arm", "offer_id", "channel", "pscore", "policy_offer_id",
+                       "offers"]
+            rows = tagged.where(F.col("kind") == "decisions").select(*columns)
+            log_decisions(spark_decisions(rows.toPandas(), decision))
         with staged_output(root, as_of, before_swap=before_swap) as staging:
             for name, frame in (("scores.parquet", scores), ("cross_sell.parquet", cross_sell),
                                 ("offers.parquet", offers), ("segment_migration.parquet", migration.coalesce(1))):
@@ -145,6 +162,16 @@ def run_scoring_spark(session, snapshot_dir: Path, snapshot_info: dict, champion
     finally:
         tagged.unpersist()
     return BatchResult(output_dir(root, as_of), manifest, None)
+
+
+def spark_decisions(rows: pd.DataFrame, decision: BatchDecision) -> pd.DataFrame:
+    """The decision rows executors produced, with the run's constant columns added."""
+    import json
+
+    models, catalog_version, snapshot_version = decision.versions
+    return rows.assign(decided_us=decision.decided_us, model_versions=json.dumps(models, separators=(",", ":")),
+                       catalog_version=catalog_version, snapshot_version=snapshot_version, source="batch",
+                       released=0)
 
 
 def _reconcile(snapshot, scores) -> dict:

@@ -8,6 +8,7 @@ be written (disk full, permissions; the previous output is left in place); 1 any
 
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -47,7 +48,8 @@ def nightly(day: date, *, dataset: str = "completejourney", out: Path | None = N
         with count_progress("scoring", "customers") as bar:
             return run_nightly(day, home_of(home), dataset=dataset, out=out, config=cfg, catalog_path=catalog, k=k,
                                publish=publish, engine=engine, spark_master=spark_master,
-                               say=lambda line: err.print(line, soft_wrap=True), progress=bar)
+                               say=lambda line: err.print(line, soft_wrap=True), progress=bar,
+                               decisions_url=os.environ.get("CVM_DECISIONS_URL") or None)
 
     try:
         result = run(go)
@@ -82,6 +84,10 @@ def score_batch(
     Builds the feature snapshot for DATE (or reuses it), scores it in chunks on the LightGBM
     boosters, checks that every customer was scored exactly once, writes scores, cross-sell
     pairs, offers, segment migration and a manifest aside and swaps them in atomically.
+
+    Every customer is a decision: logged (arm, pscore, ranked offers) in the decision log
+    before the outputs are swapped in (CVM_DECISIONS_URL, default SQLite under the home);
+    the offers carry decision_id, arm and pscore, and control customers get none.
     """
     quiet_mlflow()
     day = as_of_date(as_of)

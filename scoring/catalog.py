@@ -23,6 +23,7 @@ loyalty    next-purchase probability           ``clv_share``: rate x predicted C
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -105,6 +106,44 @@ class ContactCap(_Strict):
     window_days: Annotated[int, Field(ge=1)]
 
 
+OutcomeType = Literal["impression", "click", "accept", "reject", "convert"]
+
+
+class Suppression(_Strict):
+    """Outcome-based suppression (Pega's contact policy): ``count`` outcomes of ``outcome``
+    for this offer within ``within_days`` pause the offer for ``pause_days`` after the
+    last of them. Counted from the decision log's outcomes."""
+
+    outcome: OutcomeType
+    count: Annotated[int, Field(ge=1)]
+    within_days: Annotated[int, Field(ge=1)]
+    pause_days: Annotated[int, Field(ge=1)]
+
+
+class Experiment(_Strict):
+    """The randomised arms every decision is assigned to, by a hash of (customer id, salt,
+    period): ``control_share`` get no offer (the global control group), ``exploration_share``
+    a uniformly random eligible offer, everyone else the policy's choice. A customer keeps
+    an arm for ``period_days`` (periods count from ``epoch``); a new salt re-draws everyone."""
+
+    salt: Annotated[str, Field(min_length=1, max_length=200)] = "cvm"
+    period_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    epoch: date = date(2000, 1, 1)
+    control_share: Share = 0.05
+    exploration_share: Share = 0.05
+
+    @model_validator(mode="after")
+    def _shares(self) -> Experiment:
+        if self.control_share + self.exploration_share >= 1:
+            raise ValueError(f"control_share {self.control_share} + exploration_share {self.exploration_share} "
+                             "leave no customer for the policy (their sum must be below 1)")
+        return self
+
+    @property
+    def policy_share(self) -> float:
+        return 1.0 - self.control_share - self.exploration_share
+
+
 class Offer(_Strict):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     name: Annotated[str, Field(min_length=1, max_length=200)]
@@ -118,6 +157,7 @@ class Offer(_Strict):
     cooldown_days: Annotated[int, Field(ge=0)] = 0  # not again within N days of this offer's last contact
     cap: ContactCap | None = None  # this offer's contacts per customer
     campaign_ids: list[str] = Field(default_factory=list)  # past campaigns that were this offer
+    suppression: list[Suppression] = Field(default_factory=list)  # outcome rules that pause this offer
 
     @model_validator(mode="after")
     def _consistent(self) -> Offer:
@@ -146,6 +186,7 @@ class Catalog(_Strict):
     horizon_days: Annotated[int, Field(ge=1, le=3650)] = 28  # value horizon of category_spend
     channels: Annotated[list[str], Field(min_length=1)]
     contact_policy: ContactPolicy = Field(default_factory=ContactPolicy)
+    experiment: Experiment = Field(default_factory=Experiment)
     offers: Annotated[list[Offer], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -160,6 +201,15 @@ class Catalog(_Strict):
                 raise ValueError(f"offer {o.id!r}: unknown channel(s) {bad}; the catalog's channels are "
                                  f"{self.channels}")
         return self
+
+    def lookback_days(self) -> int:
+        """How far back the contact policy looks: the longest cap window, cooldown or
+        suppression span (within + pause) of the catalog."""
+        spans = [c.window_days for c in self.contact_policy.caps]
+        for o in self.offers:
+            spans += [o.cooldown_days, o.cap.window_days if o.cap else 0]
+            spans += [r.within_days + r.pause_days for r in o.suppression]
+        return max(spans, default=0)
 
     def offer(self, offer_id: str) -> Offer:
         for o in self.offers:

@@ -99,16 +99,89 @@ class ContactHistory:
 @dataclass
 class ContactState:
     """Counts per customer: contacts within each catalog cap window (n x caps), this
-    offer's contacts within its cap window and days since its last contact (n x offers)."""
+    offer's contacts within its cap window and days since its last contact (n x offers),
+    and the offers paused by an outcome rule (n x offers)."""
 
     total: np.ndarray
     offer_count: np.ndarray
     offer_last: np.ndarray
+    suppressed: np.ndarray | None = None
 
     @classmethod
     def none(cls, n: int, catalog: Catalog) -> ContactState:
         m = len(catalog.offers)
         return cls(np.zeros((n, len(catalog.contact_policy.caps)), dtype="int64"),
-                   np.zeros((n, m), dtype="int64"), np.full((n, m), np.iinfo("int64").max, dtype="int64"))
+                   np.zeros((n, m), dtype="int64"), np.full((n, m), np.iinfo("int64").max, dtype="int64"),
+                   np.zeros((n, m), dtype=bool))
+
+    def plus(self, other: ContactState) -> ContactState:
+        """Both sets of contacts counted together (the snapshot's history and the live log)."""
+        sup = [s for s in (self.suppressed, other.suppressed) if s is not None]
+        return ContactState(self.total + other.total, self.offer_count + other.offer_count,
+                            np.minimum(self.offer_last, other.offer_last),
+                            np.logical_or.reduce(sup) if sup else None)
+
+
+#: one day in microseconds (the decision log's time unit)
+DAY_US = 86_400_000_000
+
+
+def live_state(customer_ids: Sequence[str], catalog: Catalog, contacts: pd.DataFrame, outcomes: pd.DataFrame,
+               now_us: int) -> ContactState:
+    """The contact state from the decision log: ``contacts`` (customer_id, offer_id,
+    decided_us) are the logged decisions that presented an offer and were not released,
+    ``outcomes`` (customer_id, offer_id, type, occurred_us) the outcomes reported on them.
+
+    A logged contact is ``floor((now - decided) / 1 day) + 1`` days old, the unit of the
+    snapshot's history (a contact earlier today is 1 day old, like one the day before the
+    snapshot), so ``age <= window`` means "less than ``window`` days ago" and a cooldown
+    of N days blocks the offer until N days after the contact.
+    """
+    n = len(customer_ids)
+    state = ContactState.none(n, catalog)
+    index = pd.Index(np.asarray(customer_ids, dtype=object))
+    offer_index = pd.Index([o.id for o in catalog.offers])
+    if len(contacts):
+        row = index.get_indexer(contacts["customer_id"].astype(str).to_numpy(dtype=object))
+        age = (now_us - contacts["decided_us"].to_numpy(dtype="int64")) // DAY_US + 1
+        keep = (row >= 0) & (age >= 1)  # decisions after now (clock skew) do not count yet
+        row, age = row[keep], age[keep]
+        j = offer_index.get_indexer(contacts["offer_id"].astype(str).to_numpy(dtype=object))[keep]
+        for k, cap in enumerate(catalog.contact_policy.caps):
+            state.total[:, k] = np.bincount(row[age <= cap.window_days], minlength=n)
+        known = j >= 0
+        r, jj, a = row[known], j[known], age[known]
+        np.minimum.at(state.offer_last, (r, jj), a)
+        windows = np.array([o.cap.window_days if o.cap else 0 for o in catalog.offers], dtype="int64")
+        inside = (windows[jj] > 0) & (a <= windows[jj])
+        np.add.at(state.offer_count, (r[inside], jj[inside]), 1)
+    if len(outcomes):
+        state.suppressed = suppressed(customer_ids, catalog, outcomes, now_us)
+    return state
+
+
+def suppressed(customer_ids: Sequence[str], catalog: Catalog, outcomes: pd.DataFrame, now_us: int) -> np.ndarray:
+    """(n x offers) True where an outcome rule pauses the offer at ``now_us``: ``count``
+    outcomes of the rule's type for that offer within ``within_days``, the last of them
+    less than ``pause_days`` ago."""
+    n, m = len(customer_ids), len(catalog.offers)
+    out = np.zeros((n, m), dtype=bool)
+    index = pd.Index(np.asarray(customer_ids, dtype=object))
+    for j, offer in enumerate(catalog.offers):
+        for rule in offer.suppression:
+            hits = outcomes[(outcomes["offer_id"] == offer.id) & (outcomes["type"] == rule.outcome)]
+            hits = hits[hits["occurred_us"] <= now_us]
+            if len(hits) < rule.count:
+                continue
+            hits = hits.sort_values(["customer_id", "occurred_us"], kind="stable")
+            t = hits["occurred_us"].to_numpy(dtype="int64")
+            first = hits.groupby("customer_id", sort=False)["occurred_us"].shift(rule.count - 1)
+            starts = first.to_numpy(dtype="float64")
+            burst = np.isfinite(starts) & (t - np.nan_to_num(starts) <= rule.within_days * DAY_US)
+            recent = now_us - t < rule.pause_days * DAY_US
+            paused = hits.loc[burst & recent, "customer_id"].astype(str).unique()
+            rows = index.get_indexer(paused)
+            out[rows[rows >= 0], j] = True
+    return out
 
 

@@ -10,6 +10,9 @@ batch (millions) and the offline evaluation run the same code. For each (custome
 * propensity and value by offer type (``scoring.catalog``), then
   ``expected_value = propensity x value x lever - cost``;
 * ranked by expected value; offers not above ``min_expected_value`` are dropped.
+
+The contact state (``scoring.contacts``) counts the snapshot's history and the decision
+log's live contacts; its outcome rules pause offers (``Offer.suppression``).
 """
 
 from __future__ import annotations
@@ -149,6 +152,10 @@ def arbitrate(scores: CustomerScores, catalog: Catalog, spend: CategorySpend,
             block(j, contacts.offer_count[:, j] >= o.cap.max_contacts,
                   f"offer cap {o.cap.max_contacts} in {o.cap.window_days} days reached")
         block(j, cap_blocked, "contact cap reached")
+        if o.suppression and contacts.suppressed is not None:
+            rules = "; ".join(f"{r.count} {r.outcome} in {r.within_days} days pause {r.pause_days} days"
+                              for r in o.suppression)
+            block(j, contacts.suppressed[:, j], f"paused by an outcome rule ({rules})")
         block(j, ~np.isfinite(prop[:, j]) | ~np.isfinite(value[:, j]), "score unavailable")
 
     lever = np.array([o.lever for o in offers])
@@ -162,13 +169,20 @@ def arbitrate(scores: CustomerScores, catalog: Catalog, spend: CategorySpend,
             "expected_value": np.where(eligible, ev, np.nan), "why": why}
 
 
+def ranking(result: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(customers x offers) offer indices by expected value, best first, ineligible last."""
+    ev = result["expected_value"]
+    return np.argsort(np.where(np.isnan(ev), np.inf, -ev), axis=1, kind="stable")
+
+
 def top_offers(scores: CustomerScores, catalog: Catalog, result: Mapping[str, np.ndarray], *, k: int,
-               channel: str | None = None) -> dict[str, np.ndarray]:
+               channel: str | None = None, order: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The ``k`` best eligible offers per customer, best first: columns ``OFFER_COLUMNS``
-    as arrays, one entry per (customer, offer) (``pd.DataFrame(...)`` makes it a table)."""
+    as arrays, one entry per (customer, offer) (``pd.DataFrame(...)`` makes it a table).
+    ``order`` (customers x offers) replaces the ranking by expected value (``ranking``)."""
     ev = result["expected_value"]
     n, _m = ev.shape
-    order = np.argsort(np.where(np.isnan(ev), np.inf, -ev), axis=1, kind="stable")[:, :k]
+    order = (ranking(result) if order is None else order)[:, :k]
     width = order.shape[1]
     rows_i = np.repeat(np.arange(n), width)
     cols_j = order.reshape(-1)
