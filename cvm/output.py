@@ -118,3 +118,52 @@ def print_batch(nightly) -> None:
     console.print(f"scored {m['rows']['scored']:,} of {m['rows']['in']:,} customers as of {nightly.as_of} "
                   f"({m['rows']['cross_sell_pairs']:,} cross-sell pairs, {m['rows']['offers']:,} offers) "
                   f"in {nightly.seconds:.1f} s (features {nightly.features_seconds:.1f} s); output {nightly.out_dir}")
+
+
+def print_impact(result) -> None:
+    """The measured-impact table (or why there is none)."""
+    if result.report is None:
+        console.print(result.payload["message"], soft_wrap=True)
+        return
+    report = result.report
+    arms = Table(title=f"Decisions {report.start} to {report.end} (outcomes up to {report.horizon_days} days after)")
+    for col in ("arm", "customers", "decisions", "impressions", "response rate", "conversion rate",
+                "value / customer"):
+        arms.add_column(col, justify="left" if col == "arm" else "right")
+    for a in report.arms:
+        arms.add_row(a.arm, f"{a.customers:,}", f"{a.decisions:,}", f"{a.impressions:,}", _pct(a.response_rate),
+                     _pct(a.conversion_rate), _money(a.value_per_customer))
+    console.print(arms)
+    lifts = Table(title="Lift of the policy (95 % intervals)")
+    for col in ("vs", "metric", "policy", "reference", "absolute [95 % CI]", "relative [95 % CI]", "verdict"):
+        lifts.add_column(col)
+    for lift in report.lifts:
+        lifts.add_row(lift.reference, lift.metric, _num(lift.test_value), _num(lift.reference_value),
+                      _interval(lift.absolute), _interval(lift.relative), lift.verdict)
+    console.print(lifts)
+    methods = sorted({lift.absolute.method for lift in report.lifts} | {lift.relative.method for lift in report.lifts})
+    console.print("methods: " + "; ".join(m for m in methods if m), soft_wrap=True)
+
+
+def _missing(v) -> bool:
+    return v is None or math.isnan(v)
+
+
+def _pct(v) -> str:
+    return "-" if _missing(v) else f"{v:.2%}"
+
+
+def _money(v) -> str:
+    return "-" if _missing(v) else f"{v:,.2f}"
+
+
+def _num(v) -> str:
+    return "-" if _missing(v) else f"{v:.4g}"
+
+
+def _interval(iv) -> str:
+    if _missing(iv.estimate):
+        return "-"
+    lo = "?" if iv.low is None else f"{iv.low:+.4f}"
+    hi = "?" if iv.high is None else f"{iv.high:+.4f}"
+    return f"{iv.estimate:+.4f} [{lo}, {hi}]"

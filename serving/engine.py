@@ -23,11 +23,13 @@ import numpy as np
 
 from features.definitions import slug
 from features.snapshot import SchemaMismatchError, feature_config
+from scoring.arms import CONTROL
 from scoring.catalog import Catalog
 from scoring.champions import Champion, NotReadyError, categories_of
-from scoring.contacts import ContactHistory, ContactState
+from scoring.contacts import ContactHistory
 from scoring.inference import SCORE_KEYS, apply_priors, priors, score_block, to_customer_scores, top_reasons
-from scoring.nbo import CategorySpend, CustomerScores, arbitrate, offer_reasons, top_offers
+from scoring.live import Versions, decide_one
+from scoring.nbo import CategorySpend, CustomerScores, offer_reasons
 from training.predictor import block_from_frame, block_from_records
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class ServingState:
     columns: list[str]
     string_columns: set[str]
     loaded_at: float = field(default_factory=time.time)
+    contacts_error: str | None = None  # the published history could not be read: recommend fails closed
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -78,8 +81,16 @@ def published_contacts(store) -> ContactHistory | None:
     return ContactHistory.from_frame(history, snap.as_of) if history is not None else None
 
 
+def read_contacts(store) -> tuple[ContactHistory | None, str | None]:
+    """(history, None), or (None, the reason) when the published history cannot be read."""
+    try:
+        return published_contacts(store), None
+    except Exception as exc:  # noqa: BLE001 - any failure means the policy cannot be applied
+        return None, f"{type(exc).__name__}: {exc}"
+
+
 def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog: Catalog, *,
-                contacts: ContactHistory | None = None) -> ServingState:
+                contacts: ContactHistory | None = None, contacts_error: str | None = None) -> ServingState:
     """Check that models, snapshot and catalog fit together; compute priors. The contact
     history is the one published with the snapshot (read here unless ``contacts`` is the
     current snapshot's, already read). Raises ``NotReadyError`` with the reason when they
@@ -111,8 +122,10 @@ def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog:
         windows = feature_config(snap.metadata)
     except (SchemaMismatchError, ValueError) as exc:
         raise NotReadyError(f"published snapshot {snap.version}: {exc}") from None
-    if contacts is None or contacts.as_of != snap.as_of:
-        contacts = published_contacts(store)
+    if contacts_error is None and (contacts is None or contacts.as_of != snap.as_of):
+        contacts, contacts_error = read_contacts(store)
+    if contacts_error is not None:
+        log.error("contact history unavailable: /recommend answers 503 until it can be read (%s)", contacts_error)
     ids = store.sample_ids(PRIOR_SAMPLE)
     frame = store.get_many(ids)
     block = block_from_frame(frame, [c for c in columns if c in frame.columns])
@@ -126,7 +139,8 @@ def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog:
         if values is not None and len(values) and not np.isfinite(values).any():
             raise NotReadyError(f"{key}: the model gives no finite score on the snapshot's customers")
     return ServingState(dataset, dict(champions), store, catalog, snap.as_of, snap.version, spend,
-                        priors(scored, categories), contacts, categories, columns, string_columns)
+                        priors(scored, categories), contacts, categories, columns, string_columns,
+                        contacts_error=contacts_error)
 
 
 def _fetch(state: ServingState, ids: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -204,33 +218,43 @@ def _reasons(contrib: np.ndarray, x: np.ndarray, features: Sequence[str],
     return out
 
 
-def recommend(state: ServingState, customer_id: str, *, k: int = 3, channel: str | None = None,
-              exclude_offer_ids: Sequence[str] = ()) -> dict[str, object]:
-    """The ``k`` best offers for one customer, best first, with their reasons."""
+def recommend(state: ServingState, customer_id: str, *, decisions, now_us: int | None = None, k: int = 3,
+              channel: str | None = None, exclude_offer_ids: Sequence[str] = ()) -> dict[str, object]:
+    """The ``k`` best offers for one customer, best first, with their reasons: a decision,
+    logged in ``decisions`` (a ``scoring.decisions`` store) before it is returned. Raises
+    ``DecisionStoreUnavailable`` or ``PolicyUnavailable`` when it cannot be logged or the
+    contact policy cannot be applied (the service answers 503)."""
     if channel is not None and channel not in state.catalog.channels:
         raise ValueError(f"unknown channel {channel!r}; channels are {state.catalog.channels}")
     cs, _, found, _ = customer_scores(state, [customer_id], reasons=False)
-    contacts = state.contacts.state([customer_id], state.catalog) if state.contacts is not None \
-        else ContactState.none(1, state.catalog)
-    result = arbitrate(cs, state.catalog, state.spend, contacts, channel=channel,
-                       exclude_offer_ids=exclude_offer_ids)
-    top = top_offers(cs, state.catalog, result, k=k, channel=channel)
+    now_us = time.time_ns() // 1000 if now_us is None else now_us
+    made = decide_one(customer_id, cs, catalog=state.catalog, spend=state.spend, history=state.contacts,
+                      history_error=state.contacts_error, store=decisions, now_us=now_us,
+                      versions=Versions(state.model_versions, state.catalog.version, state.snapshot_version),
+                      k=k, channel=channel, exclude_offer_ids=exclude_offer_ids)
+    d, result = made.decision, made.result
     offers = []
-    for i in range(len(top["offer_id"])):
-        offer = state.catalog.offer(top["offer_id"][i])
-        p, v = float(top["propensity"][i]), float(top["value"][i])
-        offers.append({
-            "offer_id": offer.id, "name": offer.name, "type": offer.type, "channel": top["channel"][i],
-            "expected_value": round(float(top["expected_value"][i]), 4),
-            "propensity": round(p, 6), "value": round(v, 4),
-            "reasons": offer_reasons(offer, cs, 0, p, v, state.spend),
-        })
+    if d.offer_id is not None:
+        for item in d.offers:
+            offer = state.catalog.offer(item["offer_id"])
+            j = state.catalog.offers.index(offer)
+            p, v = float(result["propensity"][0, j]), float(result["value"][0, j])
+            offers.append({
+                "offer_id": offer.id, "name": offer.name, "type": offer.type, "channel": item["channel"],
+                "expected_value": round(float(result["expected_value"][0, j]), 4),
+                "propensity": round(p, 6), "value": round(v, 4),
+                "reasons": offer_reasons(offer, cs, 0, p, v, state.spend),
+            })
     answer: dict[str, object] = {"customer_id": customer_id, "found": bool(found[0]),
                                  "rfm_segment": cs.segment[0] if found[0] else None,
+                                 "decision_id": d.decision_id, "arm": d.arm, "pscore": round(d.pscore, 6),
                                  "offers": offers, "as_of": state.as_of.isoformat()}
     if not found[0]:
         answer["cold_start"] = "unknown customer: offers chosen on population priors"
-    if not offers:
+    if d.arm == CONTROL and made.choice.n_eligible[0] > 0:
+        answer["control_group"] = ("the customer is in the global control group this period: no offer is made "
+                                   "(the decision is logged, to measure the lift offers cause)")
+    elif not offers:
         why = {state.catalog.offers[j].id: result["why"][0, j] for j in range(len(state.catalog.offers))}
         answer["no_offer_reasons"] = why
     return answer

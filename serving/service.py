@@ -5,7 +5,10 @@ Start it with ``cvm serve`` (or ``bentoml serve serving.service:CVMService`` wit
 
 * ``POST /score`` ``{"customer_ids": [...], "reasons": true}``: churn, next-purchase,
   CLV, top cross-sell categories and reason codes per customer;
-* ``POST /recommend`` ``{"customer_id": ..., "k": 3, "channel": ..., "exclude_offer_ids": [...]}``;
+* ``POST /recommend`` ``{"customer_id": ..., "k": 3, "channel": ..., "exclude_offer_ids": [...]}``:
+  a decision, logged before it is answered (``decision_id``, ``arm``, ``pscore``);
+* ``POST /outcomes`` ``{"outcomes": [...]}``: impressions, clicks, accepts, rejects,
+  conversions (and ``not_shown``) of logged decisions, idempotent by ``outcome_id``;
 * ``POST /admin/reload``: check the registry and the snapshot now (admin key);
 * ``/readyz`` (false until champions and snapshot are loaded), ``/livez``, ``/healthz``,
   ``/metrics`` (Prometheus) from BentoML.
@@ -26,7 +29,17 @@ from bentoml.exceptions import ServiceUnavailable
 from pydantic import BaseModel, Field, StringConstraints
 from starlette.responses import Response
 
+from base.home import Home
 from scoring.champions import NotReadyError
+from scoring.decisions import (
+    MAX_OUTCOMES,
+    OUTCOME_TYPES,
+    DecisionStoreUnavailable,
+    OutcomeError,
+    open_decision_store,
+)
+from scoring.decisions import Outcome as OutcomeEvent
+from scoring.live import PolicyUnavailable
 from serving import engine
 from serving.http import REQUEST_ID, GuardMiddleware, RequestIdFilter
 from serving.settings import SERVICE_NAME, ServiceSettings
@@ -102,12 +115,26 @@ class RecommendResponse(BaseModel):
     customer_id: str
     found: bool
     rfm_segment: str | None = Field(json_schema_extra=_nullable)
+    decision_id: str = Field(description="The logged decision: report its outcomes to POST /outcomes.")
+    arm: str = Field(description="'policy', 'exploration' (a random eligible offer) or 'control' (no offer).")
+    pscore: float = Field(ge=0, le=1, description="Probability that the logging policy shows this first offer "
+                          "(or, for control, no offer) to this customer.")
     offers: list[Offer]
     as_of: str
     model_versions: dict[str, str]
     cold_start: str | None = Field(None, json_schema_extra=_nullable)
+    control_group: str | None = Field(None, description="Set when the customer is held out this period.",
+                                      json_schema_extra=_nullable)
     no_offer_reasons: dict[str, str] | None = Field(
         None, description="When no offer qualifies: why each offer was left out.", json_schema_extra=_nullable)
+
+
+class OutcomesResponse(BaseModel):
+    request_id: str
+    received: int = Field(description="Outcomes in the request.")
+    written: int = Field(description="Newly recorded.")
+    duplicates: int = Field(description="Ignored: their outcome_id was already recorded.")
+    released: int = Field(description="Decisions released by a not_shown outcome (no longer count as contacts).")
 
 
 class ReloadResponse(BaseModel):
@@ -132,6 +159,13 @@ def _metric(name: str):
             name="cvm_state_reloads_total", documentation="Model or snapshot swaps since start")
         _METRICS["customers"] = bentoml.metrics.Counter(
             name="cvm_customers_scored_total", documentation="Customers scored", labelnames=["found"])
+        _METRICS["decisions"] = bentoml.metrics.Counter(
+            name="cvm_decisions_total", documentation="Decisions logged", labelnames=["arm"])
+        _METRICS["outcomes"] = bentoml.metrics.Counter(
+            name="cvm_outcomes_total", documentation="Outcomes received", labelnames=["result"])
+        _METRICS["unavailable"] = bentoml.metrics.Counter(
+            name="cvm_decisions_refused_total", documentation="Recommendations refused (503): log or policy "
+            "unavailable", labelnames=["reason"])
     return _METRICS[name]
 
 
@@ -162,8 +196,14 @@ async def _compute(n: int, fn, *args, **kwargs):
     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
 
-def _client_error(message: str) -> Response:
-    return _json({"error": message, "request_id": REQUEST_ID.get()}, status=400)
+def _client_error(message: str, status: int = 400) -> Response:
+    return _json({"error": message, "request_id": REQUEST_ID.get()}, status=status)
+
+
+def _unavailable(message: str) -> Response:
+    """503 with the reason and Retry-After: nothing was decided."""
+    body = {"error": message, "request_id": REQUEST_ID.get()}
+    return Response(json.dumps(body), status_code=503, media_type="application/json", headers={"Retry-After": "5"})
 
 
 def _setup_logging() -> None:
@@ -194,7 +234,7 @@ def _settings() -> ServiceSettings:
     # spans are skipped on the API routes: even unsampled, they pile up in the heap and make
     # every full garbage collection slower (measured: pauses growing past 100 ms).
     logging={"access": {"enabled": False}},
-    tracing={"excluded_urls": ["/score", "/recommend", "/admin/reload"]},
+    tracing={"excluded_urls": ["/score", "/recommend", "/outcomes", "/admin/reload"]},
     labels={"project": "cvm"},
 )
 class CVMService:
@@ -213,6 +253,8 @@ class CVMService:
             on_failure=lambda task: _metric("load_failures").labels(task=task).inc(),
             on_reload=lambda: _metric("reloads").inc())
         self.holder.start()
+        self.decisions = open_decision_store(self.settings.decisions_url, Home(self.settings.home),
+                                             self.holder.dataset_name())
 
     def __is_ready__(self) -> bool:
         return self.holder.state is not None
@@ -267,11 +309,43 @@ class CVMService:
             return self._not_ready()
         if channel is not None and channel not in state.catalog.channels:
             return _client_error(f"channel: unknown channel {channel!r}; channels are {state.catalog.channels}")
-        answer = await _compute(1, engine.recommend, state, customer_id, k=k, channel=channel,
-                                exclude_offer_ids=exclude_offer_ids)
+        try:
+            answer = await _compute(1, engine.recommend, state, customer_id, decisions=self.decisions, k=k,
+                                    channel=channel, exclude_offer_ids=exclude_offer_ids)
+        except DecisionStoreUnavailable as exc:
+            _metric("unavailable").labels(reason="decision_log").inc()
+            log.error("recommend refused: %s", exc)
+            return _unavailable(f"decision log unavailable, no decision was made: {exc}")
+        except PolicyUnavailable as exc:
+            _metric("unavailable").labels(reason="contact_policy").inc()
+            return _unavailable(str(exc))
+        _metric("decisions").labels(arm=answer["arm"]).inc()
         log.debug("recommend k=%d offers=%d found=%s %.1f ms", k, len(answer["offers"]), answer["found"],
                   (time.perf_counter() - t0) * 1e3)
         return _json({"request_id": REQUEST_ID.get(), "model_versions": state.model_versions, **answer}, state)
+
+    @bentoml.api(route="/outcomes")
+    async def outcomes(
+        self,
+        outcomes: Annotated[list[OutcomeEvent], Field(min_length=1, max_length=MAX_OUTCOMES, description=(
+            f"1 to {MAX_OUTCOMES} outcome events: outcome_id (idempotency key), decision_id, type "
+            f"({', '.join(OUTCOME_TYPES)}), timestamp, optional value."))],
+    ) -> OutcomesResponse:
+        """Record what happened after decisions. The batch is written whole or not at all:
+        an unknown decision id is a 422 naming it. An ``outcome_id`` already recorded is
+        skipped and counted in ``duplicates``. ``not_shown`` releases a decision that was
+        never shown to the customer: it stops counting toward caps and cooldowns."""
+        try:
+            counts = await _compute(len(outcomes), self.decisions.record_outcomes, outcomes)
+        except OutcomeError as exc:
+            _metric("outcomes").labels(result="refused").inc(len(outcomes))
+            return _client_error(str(exc), status=422)
+        except DecisionStoreUnavailable as exc:
+            log.error("outcomes refused: %s", exc)
+            return _unavailable(f"decision log unavailable, nothing was written: {exc}")
+        _metric("outcomes").labels(result="written").inc(counts.written)
+        _metric("outcomes").labels(result="duplicate").inc(counts.duplicates)
+        return _json({"request_id": REQUEST_ID.get(), **counts.to_dict()})
 
     @bentoml.api(route="/admin/reload")
     def reload(self) -> ReloadResponse:

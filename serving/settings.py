@@ -12,6 +12,8 @@ read when the service starts (never at import).
 ``CVM_NO_AUTH``            ``1``: accept requests without a key (local use only, warned loudly)
 ``CVM_RELOAD_SECONDS``     how often champions and the snapshot are checked (default 30, 0: never)
 ``CVM_MODEL_SOURCE``       ``mlflow`` (the registry) or ``bentoml`` (models packed in a Bento)
+``CVM_DECISIONS_URL``      the decision log: ``postgresql://user@host:port/db`` (default: SQLite
+                           under ``$CVM_HOME/decisions/<dataset>/``, shared by the workers)
 ``MLFLOW_TRACKING_URI``    registry location (default: the SQLite database under CVM_HOME)
 ========================== ==================================================================
 
@@ -83,6 +85,8 @@ class ServiceEnv(BaseSettings):
                                   "snapshots (0: only on /admin/reload).")
     model_source: Literal["mlflow", "bentoml"] | None = Field(
         None, description="Where champions come from (default: bentoml inside a Bento, else mlflow).")
+    decisions_url: str | None = Field(None, description="Decision log (postgresql://...; default SQLite "
+                                      "under CVM_HOME).")
     mlflow_tracking_uri: str | None = Field(None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI"),
                                             description="Model registry (default: SQLite under CVM_HOME).")
 
@@ -91,7 +95,15 @@ class ServiceEnv(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         return _split(value)
 
-    @field_validator("home", "mlflow_tracking_uri", "catalog", "api_keys_file", "admin_keys_file", mode="before")
+    @field_validator("decisions_url")
+    @classmethod
+    def _decisions_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://", "sqlite:///")):
+            raise ValueError("expected postgresql://user@host:port/database or sqlite:///path")
+        return value
+
+    @field_validator("home", "mlflow_tracking_uri", "catalog", "decisions_url", "api_keys_file",
+                     "admin_keys_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -144,6 +156,7 @@ class ServiceSettings(BaseModel):
     reload_seconds: float = Field(30.0, ge=0)
     model_source: Literal["mlflow", "bentoml"] = "mlflow"
     tracking_uri: str = ""
+    decisions_url: str | None = None
 
     @field_validator("dataset")
     @classmethod
@@ -175,6 +188,7 @@ class ServiceSettings(BaseModel):
             no_auth=raw.no_auth, reload_seconds=raw.reload_seconds,
             model_source=raw.model_source or ("bentoml" if in_bento else "mlflow"),
             tracking_uri=raw.mlflow_tracking_uri or home.default_mlflow_uri(),
+            decisions_url=raw.decisions_url,
         )
         if not settings.api_keys and not settings.no_auth:
             raise SettingsError("no API key configured: set CVM_API_KEYS (comma-separated) or CVM_API_KEYS_FILE, "

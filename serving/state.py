@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scoring.champions import Champion, NotReadyError
-from serving.engine import ServingState, build_state, published_contacts
+from serving.engine import ServingState, build_state, read_contacts
 from serving.settings import ServiceSettings
 
 log = logging.getLogger("cvm.serving.state")
@@ -113,7 +113,7 @@ class StateHolder:
         # versions to (re)load: changed ones, except a version already rejected (not retried)
         pending = {t: v for t, v in versions.items() if loaded.get(t) != v and self._rejected.get(t) != v}
         same = (current is not None and not pending and set(versions) <= set(loaded) | set(self._rejected)
-                and current.snapshot_version == snap.version)
+                and current.snapshot_version == snap.version and current.contacts_error is None)
         if same and not force:
             return LoadOutcome(False, dict(loaded), snap.version, "unchanged")
         champions: dict[str, Champion] = {}
@@ -138,9 +138,14 @@ class StateHolder:
                 if old is not None:
                     champions[task] = old
                     log.error("%s keeps serving version %s", task, old.version)
+        contacts_error = None
         if self._contacts is None or self._contacts[0] != snap.version:  # read once per published snapshot
-            self._contacts = (snap.version, published_contacts(store))
-        state = build_state(self.dataset_name(), champions, store, self._catalog(), contacts=self._contacts[1])
+            history, contacts_error = read_contacts(store)
+            if contacts_error is None:
+                self._contacts = (snap.version, history)
+        history = self._contacts[1] if self._contacts is not None and self._contacts[0] == snap.version else None
+        state = build_state(self.dataset_name(), champions, store, self._catalog(), contacts=history,
+                            contacts_error=contacts_error)
         changed = current is None or state.model_versions != current.model_versions \
             or state.snapshot_version != current.snapshot_version
         self.state = state  # one reference swap: requests in flight keep the state they read

@@ -28,6 +28,7 @@ from tests.conftest import AS_OF
 SHAPE = DatasetShape(categories=("grocery", "dairy", "bakery"))
 CATALOG = {
     "version": "windows", "horizon_days": 28, "channels": ["email"],
+    "experiment": {"control_share": 0.0, "exploration_share": 0.0},  # everyone gets the policy's offer
     "offers": [{"id": "xs-grocery", "name": "Try grocery", "type": "cross_sell", "target_category": "grocery",
                 "value": {"model": "category_spend", "margin": 0.3}, "channels": ["email"]}],
 }
@@ -71,6 +72,7 @@ def test_offer_values_are_scaled_by_the_snapshots_own_window(window, tiny_datase
     from features.snapshot import read_metadata
     from scoring.catalog import parse_catalog
     from scoring.champions import Champion
+    from scoring.decisions import SQLiteDecisionStore
     from serving.engine import build_state, recommend
     from training import registry, tracking
     from training.model import PyfuncModel
@@ -95,7 +97,7 @@ def test_offer_values_are_scaled_by_the_snapshots_own_window(window, tiny_datase
     state = build_state("tiny", {"cross-sell": Champion("cross-sell", "cvm-cross-sell", "1", model.predictor(), "t")},
                         store, parse_catalog(CATALOG))
     assert state.spend.per_buyer["grocery"] == pytest.approx(15 * 28 / window, rel=1e-12)
-    offers = recommend(state, "D")["offers"]
+    offers = recommend(state, "D", decisions=SQLiteDecisionStore(tmp_path / "decisions.sqlite"))["offers"]
     assert [o["offer_id"] for o in offers] == ["xs-grocery"]
     assert offers[0]["value"] == pytest.approx(VALUE[window], abs=1e-4)  # the answer is rounded to 4 places
     store.close()

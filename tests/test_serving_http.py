@@ -3,6 +3,8 @@ HTTP, on a synthetic dataset with four trained champions."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import threading
 import time
 
@@ -149,6 +151,136 @@ def test_malformed_json_is_a_4xx(server):
     assert r.status_code == 400 and "json" in r.text.lower()
 
 
+# ------------------------------------------------------------------ bodies the API cannot read
+# The API takes JSON objects. Content in a media type (or charset, or coding) it does not take
+# is 415 Unsupported Media Type (RFC 9110 15.5.16); content it takes but that is malformed (not
+# UTF-8, not JSON, JSON but not an object) is 400 Bad Request (RFC 9110 15.5.1). Neither is
+# ever a 5xx, and the refusal names the problem without echoing the body.
+
+PII = "mia.refused.2207@example.com"  # in every refused body: must come back in no answer and no log line
+BODIES = {"/score": {"customer_ids": [PII]}, "/recommend": {"customer_id": PII}}
+#: how to send a body the API cannot read -> what the 415's error names
+UNREADABLE = {
+    "multipart": (lambda b: {"files": {k: (None, json.dumps(v)) for k, v in b.items()}}, "'multipart/form-data'"),
+    "form": (lambda b: {"data": {k: json.dumps(v) for k, v in b.items()}}, "'application/x-www-form-urlencoded'"),
+    "text/plain": (lambda b: {"content": json.dumps(b), "headers": {"Content-Type": "text/plain"}}, "'text/plain'"),
+    "no Content-Type": (lambda b: {"content": json.dumps(b).encode()}, "missing Content-Type"),
+    "latin-1": (lambda b: {"content": json.dumps(b).encode("latin-1"),
+                           "headers": {"Content-Type": "application/json; charset=latin-1"}}, "'latin-1'"),
+    "gzip": (lambda b: {"content": gzip.compress(json.dumps(b).encode()),
+                        "headers": {"Content-Type": "application/json", "Content-Encoding": "gzip"}}, "'gzip'"),
+}
+
+
+def _refusal(r: httpx.Response, status: int) -> str:
+    """The middleware's refusal: ``status``, JSON ``{"error", "request_id"}`` (the id also in the
+    header), nothing of the body in it. Returns the error."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error", "request_id"} and body["request_id"] == r.headers["x-request-id"], body
+    assert PII not in r.text and "customer_id" not in r.text
+    return body["error"]
+
+
+@pytest.mark.parametrize("path", ["/score", "/recommend"])
+def test_the_multipart_curl_is_a_415_naming_the_media_type(server, path):
+    """``curl -X POST -H 'Content-Type: multipart/form-data' -d '{"customer_ids": ["1"]}'``:
+    a multipart type without boundary around a JSON body. It was a 500 (BentoML parses
+    multipart bodies as forms, and fails on the missing boundary)."""
+    with server.client() as c:
+        r = c.post(path, content=json.dumps(BODIES[path]).encode(), headers={"Content-Type": "multipart/form-data"})
+    assert "'multipart/form-data'" in _refusal(r, 415)
+    assert r.headers["accept"] == "application/json"  # what it takes instead (RFC 9110 12.5.1)
+
+
+@pytest.mark.parametrize("how", list(UNREADABLE))
+@pytest.mark.parametrize("path", ["/score", "/recommend"])
+def test_a_body_in_a_format_the_api_does_not_take_is_a_415(server, path, how):
+    send, named = UNREADABLE[how]
+    with server.client() as c:
+        r = c.post(path, **send(BODIES[path]))
+    assert named in _refusal(r, 415)
+
+
+def test_every_api_route_refuses_what_it_cannot_read(server):
+    """Whatever the routes are (the OpenAPI document's POST operations, admin ones included)."""
+    paths = [p for p, ops in httpx.get(server.url + "/docs.json").json()["paths"].items() if "post" in ops]
+    assert {"/score", "/recommend", "/admin/reload"} <= set(paths)
+    for path in paths:
+        with server.client(ADMIN_KEY if path.startswith("/admin/") else API_KEY) as c:
+            multipart = c.post(path, content=b'{"a": 1}', headers={"Content-Type": "multipart/form-data"})
+            listed = c.post(path, content=b"[]", headers={"Content-Type": "application/json"})
+        assert "multipart/form-data" in _refusal(multipart, 415), path
+        assert "JSON object" in _refusal(listed, 400), path
+
+
+@pytest.mark.parametrize("content, named", [
+    (b'{"customer_ids": ["' + PII.encode() + b'"', "not valid JSON: EOF while parsing"),
+    (b'{"customer_ids": ["' + PII.encode() + b'"]} and more', "not valid JSON: trailing characters"),
+    (b"{'customer_ids': ['" + PII.encode() + b"']}", "not valid JSON"),
+    (b"[" * 1000 + b"]" * 1000, "not valid JSON: recursion limit exceeded"),
+    (b'{"customer_ids": ["\xff' + PII.encode() + b'"]}', "not valid UTF-8"),
+])
+@pytest.mark.parametrize("path", ["/score", "/recommend"])
+def test_a_body_that_is_not_json_is_a_400(server, path, content, named):
+    with server.client() as c:
+        r = c.post(path, content=content, headers={"Content-Type": "application/json"})
+    assert named in _refusal(r, 400)
+
+
+@pytest.mark.parametrize("content, kind", [
+    (b'[{"customer_ids": ["' + PII.encode() + b'"]}]', "an array"),
+    (b'"' + PII.encode() + b'"', "a string"),
+    (b"42", "a number"),
+    (b"true", "a boolean"),
+    (b"null", "null"),
+])
+@pytest.mark.parametrize("path", ["/score", "/recommend"])
+def test_json_that_is_not_an_object_is_a_400(server, path, content, kind):
+    with server.client() as c:
+        r = c.post(path, content=content, headers={"Content-Type": "application/json"})
+    assert f"must be a JSON object, not {kind}" in _refusal(r, 400)
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          'Application/JSON; charset="UTF-8"'])
+def test_json_objects_are_still_served(server, content_type):
+    body = {"customer_ids": ["fmt-check-1"], "reasons": False}
+    with server.client() as c:
+        scored = c.post("/score", content=json.dumps(body).encode(), headers={"Content-Type": content_type})
+        rec = c.post("/recommend", content=json.dumps({"customer_id": "fmt-check-1", "k": 2}).encode(),
+                     headers={"Content-Type": content_type})
+    assert scored.status_code == 200, scored.text
+    assert [x["customer_id"] for x in scored.json()["results"]] == ["fmt-check-1"]
+    assert rec.status_code == 200, rec.text
+    assert rec.json()["customer_id"] == "fmt-check-1"
+
+
+def test_an_empty_body_needs_no_content_type(server):
+    """No content, nothing to type: the admin reload takes no input; a score without its
+    fields is the API's own 400 naming them (BentoML reads an empty body as {})."""
+    with server.client(ADMIN_KEY) as c:
+        reload = c.post("/admin/reload")
+    with server.client() as c:
+        score = c.post("/score")
+    assert reload.status_code == 200, reload.text
+    assert score.status_code == 400 and "customer_ids" in score.json()["error"], score.text
+    assert score.json()["request_id"] == score.headers["x-request-id"]
+
+
+def test_refused_bodies_are_not_logged(server):
+    with server.client() as c:
+        for path, body in BODIES.items():
+            assert c.post(path, content=json.dumps(body).encode(),
+                          headers={"Content-Type": "multipart/form-data"}).status_code == 415
+            assert c.post(path, content=b"[" + json.dumps(body).encode(),
+                          headers={"Content-Type": "application/json"}).status_code == 400
+    time.sleep(0.5)
+    log = server.log_text()
+    assert "refused POST /score: 415 unsupported media type 'multipart/form-data'" in log
+    assert PII not in log
+
+
 def test_oversized_bodies_are_refused(server):
     big = b'{"customer_ids": ["' + b"x" * (2 << 20) + b'"]}'
 
@@ -193,13 +325,22 @@ def test_recommend_ranks_by_expected_value_and_honours_filters(server, served_ho
     catalog = yaml.safe_load(served_home.catalog.read_text())
     offers = {o["id"]: o for o in catalog["offers"]}
     seen_offers = 0
+    arms = {"policy": 0, "exploration": 0, "control": 0}
     with server.client() as c:
         for cid in snapshot.customer_id.iloc[:40]:
             r = c.post("/recommend", json={"customer_id": cid, "k": 3})
             assert r.status_code == 200, r.text
             body = r.json()
+            assert body["decision_id"] and body["arm"] in ("policy", "exploration", "control")
+            assert 0 < body["pscore"] <= 1
             evs = [o["expected_value"] for o in body["offers"]]
-            assert evs == sorted(evs, reverse=True) and len(evs) <= 3
+            # exploration shows a random eligible offer first, then the policy's order
+            ranked = evs if body["arm"] == "policy" else evs[1:]
+            assert ranked == sorted(ranked, reverse=True) and len(evs) <= 3
+            if body["arm"] == "control":  # held out: no offer, and the answer says why
+                assert evs == [] and ("control group" in (body.get("control_group") or "")
+                                      or body["no_offer_reasons"])
+            arms[body["arm"]] += 1
             for o in body["offers"]:
                 spec = offers[o["offer_id"]]
                 lever = spec.get("lever", 1.0)
@@ -207,6 +348,12 @@ def test_recommend_ranks_by_expected_value_and_honours_filters(server, served_ho
                                                             abs=1e-3)
                 assert o["expected_value"] > 0 and o["reasons"]
             seen_offers += len(body["offers"])
+            # each answer is a logged contact: release it (never shown) so the next call for this
+            # customer is not held back by the offer's cooldown or the caps
+            released = c.post("/outcomes", json={"outcomes": [{
+                "outcome_id": f"release-{body['decision_id']}", "decision_id": body["decision_id"],
+                "type": "not_shown", "timestamp": "2026-01-01T00:00:00Z"}]})
+            assert released.status_code == 200 and released.json()["released"] == 1, released.text
             if body["offers"]:
                 best = body["offers"][0]["offer_id"]
                 again = c.post("/recommend", json={"customer_id": cid, "k": 3, "exclude_offer_ids": [best]}).json()
@@ -215,6 +362,7 @@ def test_recommend_ranks_by_expected_value_and_honours_filters(server, served_ho
             assert all("sms" in offers[o["offer_id"]]["channels"] for o in sms["offers"])
             assert all(o["channel"] == "sms" for o in sms["offers"])
     assert seen_offers > 0, "no customer got any offer: the catalog or the engine is broken"
+    assert arms["policy"] > arms["exploration"] + arms["control"]
 
 
 def test_metrics_endpoint_counts_customers(server):

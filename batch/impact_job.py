@@ -1,0 +1,108 @@
+"""``cvm nbo impact``: the decision log's measured impact over a window, written and logged.
+
+Reads the decisions made in ``[start, end)`` and their outcomes from the decision log,
+measures the lift of the policy over the control and exploration arms
+(``scoring.impact.measure_impact``), writes ``impact.json`` and logs the figures to MLflow
+(experiment ``cvm-impact``). A log without randomised arms in the window (a dataset such
+as Complete Journey, whose campaigns were not randomised, before any decision was logged)
+gives a report that says so instead of numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path
+
+import pandas as pd
+
+from base.atomic import write_text
+from base.home import Home
+from scoring.decisions import open_decision_store, to_us
+from scoring.impact import ARMS, ImpactReport, measure_impact
+
+#: MLflow experiment the measurements are logged to
+EXPERIMENT = "cvm-impact"
+
+
+@dataclass
+class ImpactResult:
+    report: ImpactReport | None
+    path: Path
+    payload: dict
+    randomised: bool
+
+
+def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
+    return datetime.combine(start, time()), datetime.combine(end, time())
+
+
+def run_impact(home: Home, dataset: str, start: date, end: date, *, out: Path | None = None,
+               decisions_url: str | None = None, horizon_days: int = 28, min_customers: int = 100) -> ImpactResult:
+    """Measure the window ``[start, end)`` (dates, UTC) and write ``impact.json`` under ``out``
+    (default ``$CVM_HOME/batch/<dataset>/impact/<start>_<end>/``)."""
+    if end <= start:
+        raise ValueError(f"--to {end} must be after --from {start}")
+    lo, hi = _bounds(start, end)
+    store = open_decision_store(decisions_url, home, dataset)
+    try:
+        decisions = store.decisions(to_us(lo), to_us(hi))
+        outcomes = store.outcomes(to_us(lo), to_us(hi))
+    finally:
+        store.close()
+    arms = sorted(set(decisions["arm"])) if len(decisions) else []
+    randomised = len(decisions) > 0 and {"control", "policy"} <= set(arms)
+    out = out or home.batch(dataset) / "impact" / f"{start}_{end}"
+    report = None
+    if randomised:
+        frame = pd.DataFrame({
+            "decision_id": decisions["decision_id"], "customer_id": decisions["customer_id"],
+            "arm": decisions["arm"], "offer_id": decisions["offer_id"],
+            "policy_offer_id": decisions["policy_offer_id"],
+            "timestamp": pd.to_datetime(decisions["decided_us"], unit="us", utc=True),
+            "released": decisions["released"].astype(bool)})
+        events = pd.DataFrame({
+            "decision_id": outcomes["decision_id"], "type": outcomes["type"],
+            "timestamp": pd.to_datetime(outcomes["occurred_us"], unit="us", utc=True),
+            "value": pd.to_numeric(outcomes["value"], errors="coerce")})
+        report = measure_impact(frame, events, start=lo, end=hi, horizon_days=horizon_days,
+                                min_customers=min_customers)
+        payload = {"dataset": dataset, "randomised": True, **report.to_dict()}
+    else:
+        payload = {"dataset": dataset, "randomised": False, "start": str(start), "end": str(end),
+                   "decisions": len(decisions), "arms": arms,
+                   "message": ("no randomised decisions in this window: the log holds no decisions with both a "
+                               "control and a policy arm, so there is no lift to measure (Complete Journey's "
+                               "campaigns were not randomised; decisions logged by cvm serve or cvm score-batch "
+                               "with the catalog's experiment are)")}
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "impact.json"
+    write_text(path, json.dumps(payload, indent=2, sort_keys=False))
+    return ImpactResult(report, path, payload, randomised)
+
+
+def log_to_mlflow(result: ImpactResult, tracking_uri: str, dataset: str) -> str:
+    """Log the measurement (figures as metrics, impact.json as an artifact); the run id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name=f"impact {result.payload.get('start')}..{result.payload.get('end')}") as run:
+        mlflow.set_tags({"dataset": dataset, "randomised": str(result.randomised).lower()})
+        if result.report is not None:
+            for lift in result.report.lifts:
+                key = f"{lift.metric}.{lift.test}_vs_{lift.reference}"
+                for name, iv in (("abs", lift.absolute), ("rel", lift.relative)):
+                    for part in ("estimate", "low", "high"):
+                        value = getattr(iv, part)
+                        if value is not None and pd.notna(value):
+                            mlflow.log_metric(f"{key}.{name}.{part}", float(value))
+            for arm in ARMS:
+                try:
+                    stats = result.report.arm(arm)
+                except KeyError:
+                    continue
+                mlflow.log_metric(f"customers.{arm}", stats.customers)
+        mlflow.log_artifact(str(result.path))
+        return run.info.run_id
