@@ -30,7 +30,7 @@ from batch.score import BatchDecision
 from features.build_config import BuildConfig
 from features.publish import build_and_publish, check_engine, publish_snapshot
 from features.snapshot import SchemaMismatchError, feature_config, read_contacts, read_metadata
-from scoring.catalog import Catalog, CatalogError, default_catalog_path, load_catalog
+from scoring.catalog import Catalog, CatalogError, load_catalog, no_catalog_message, resolve_catalog_path
 from scoring.champions import Champion, NotReadyError, RegistrySource, categories_of
 from scoring.contacts import ContactHistory
 from scoring.decisions import DecisionStoreUnavailable, open_decision_store, to_us
@@ -100,7 +100,7 @@ def run_nightly(as_of: date, home: Home, *, dataset: str = "completejourney", ou
                 raise BadInputError(str(exc)) from None
         t_features = time.perf_counter() - t0
         champions = _champions(home)
-        catalog = _catalog(ds.name, catalog_path, categories_of(champions), warnings)
+        catalog = _catalog(dataset, ds.name, catalog_path, categories_of(champions), warnings)
         meta = read_metadata(snap_dir.parent, as_of)
         try:
             window_days = feature_config(meta).rfm_window_days
@@ -176,12 +176,14 @@ def _champions(home: Home) -> dict[str, Champion]:
         raise BadInputError(str(exc)) from None
 
 
-def _catalog(dataset_name: str, path: Path | None, categories: list[str], warnings: list[str]) -> Catalog | None:
-    """The offer catalog (checked against the cross-sell champion's categories); None, with a
-    warning, when the dataset ships none and none was given."""
-    chosen = path or default_catalog_path(dataset_name)
-    if not chosen.exists() and path is None:
-        warnings.append(f"no offer catalog at {chosen}: offers are left empty")
+def _catalog(spec: str, dataset_name: str, path: Path | None, categories: list[str],
+             warnings: list[str]) -> Catalog | None:
+    """The offer catalog of dataset ``spec`` (``--catalog`` first, then the dataset's own:
+    ``scoring.catalog.resolve_catalog_path``), checked against the cross-sell champion's
+    categories; None, with a warning saying how to add one, when there is none."""
+    chosen = resolve_catalog_path(spec, path)
+    if chosen is None:
+        warnings.append(f"{no_catalog_message(dataset_name)}; offers are left empty")
         return None
     try:
         return load_catalog(chosen, categories)

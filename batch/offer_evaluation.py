@@ -31,7 +31,7 @@ from base.engines import open_engine
 from base.home import Home
 from features.snapshot import feature_config, read_contacts, read_metadata
 from profiles.link import linked_tables
-from scoring.catalog import Catalog, default_catalog_path, load_catalog
+from scoring.catalog import Catalog, load_catalog, no_catalog_message, resolve_catalog_path
 from scoring.champions import RegistrySource, categories_of
 from scoring.contacts import ContactHistory, ContactState
 from scoring.inference import score_block, to_customer_scores
@@ -124,12 +124,15 @@ def evaluate_and_log(dataset: str, as_of: date, home: Home, *, catalog_path: Pat
     if not snap_dir.exists():
         raise EvaluationError(f"no feature snapshot for {as_of} under {snap_dir.parent}: run "
                               f"cvm features build --dataset {dataset} --as-of {as_of}")
+    chosen = resolve_catalog_path(dataset, catalog_path)
+    if chosen is None:
+        raise EvaluationError(no_catalog_message(ds.name))
     src = RegistrySource(home.mlflow_tracking_uri())
     versions = src.versions()
     if "cross-sell" not in versions:
         raise EvaluationError("no cross-sell champion: cvm train cross-sell --as-of DATE first")
     champions = {t: src.load(t, v) for t, v in versions.items()}
-    catalog = load_catalog(catalog_path or default_catalog_path(ds.name), categories_of(champions))
+    catalog = load_catalog(chosen, categories_of(champions))
     frame = pd.read_parquet(snap_dir)
     window_days = feature_config(read_metadata(snap_dir.parent, as_of)).rfm_window_days
     scores, spend = score_frame(frame, champions, catalog, window_days=window_days)

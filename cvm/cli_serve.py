@@ -1,7 +1,9 @@
 """``cvm serve``, ``cvm bento`` and ``cvm nbo``: the scoring service and the offer engine.
 
 Thin commands over :mod:`serving` and :mod:`scoring`. BentoML and MLflow are imported
-inside the commands.
+inside the commands. Which catalog a dataset uses is ``scoring.catalog.resolve_catalog_path``'s
+rule (``--catalog``, then the dataset's ``catalog.yaml``, then a shipped one for the
+built-in and synthetic datasets); without one, the service and a Bento serve scores only.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Annotated
 import typer
 
 from cvm.common import (
-    CatalogOpt,
     HomeOpt,
     as_of_date,
     command,
@@ -26,12 +27,16 @@ from cvm.common import (
     home_of,
     quiet_mlflow,
     run,
+    warn,
 )
 from cvm.output import print_nbo_table
 
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset whose published snapshot is served.")]
+CatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="Offer catalog YAML (or CVM_CATALOG); default: "
+                                                    "catalog.yaml in the dataset directory, the shipped catalog "
+                                                    "of the built-in and synthetic datasets, else none.")]
 
-nbo_app = group("Next-best-offer engine: validate a catalog, evaluate it offline.")
+nbo_app = group("Next-best-offer engine: write a starter catalog, validate it, evaluate it offline.")
 
 
 def serve(
@@ -51,6 +56,10 @@ def serve(
     """Serve scores and next-best offers over HTTP (BentoML), from the champion models in the MLflow registry and
     the dataset's published feature snapshot.
 
+    Without an offer catalog (none given and none found for the dataset) the service still starts and serves
+    /score; /recommend answers 404 saying how to add one (cvm nbo init), which is picked up at the next reload
+    check.
+
     API keys come from CVM_API_KEYS (comma-separated) or CVM_API_KEYS_FILE; admin keys for /admin/reload from
     CVM_ADMIN_KEYS. The OpenAPI page is at http://HOST:PORT/. SIGTERM or Ctrl-C stops the server and its workers;
     the exit status is the server's.
@@ -61,18 +70,25 @@ def serve(
         console.print(new_key())
         return
     from base.processes import run_forwarding_signals
-    from scoring.catalog import CatalogError, default_catalog_path, load_catalog
+    from scoring.catalog import CatalogError, load_catalog, no_catalog_message, resolve_catalog_path
     from serving.launch import REPO_ROOT, server_command, server_env
     from serving.settings import ServiceSettings, SettingsError
     from sources.dataset import dataset_name
 
-    env = server_env(os.environ, dataset=dataset, home=home, catalog=catalog, reload_seconds=reload_seconds,
+    # the server runs in the project root: a dataset directory is passed as an absolute path
+    spec = str(Path(dataset).expanduser().resolve()) if Path(dataset).expanduser().is_dir() else dataset
+    env = server_env(os.environ, dataset=spec, home=home, catalog=catalog, reload_seconds=reload_seconds,
                      no_auth=no_auth, workers=workers)
     try:
         settings = ServiceSettings.from_env(env)
-        load_catalog(settings.catalog or default_catalog_path(run(lambda: dataset_name(dataset))))
+        path = resolve_catalog_path(spec, settings.catalog)
+        if path is not None:
+            load_catalog(path)
     except (SettingsError, CatalogError) as exc:
         fail(str(exc))
+    if path is None:
+        warn(f"{no_catalog_message(run(lambda: dataset_name(spec)))}. Serving scores only: /recommend answers "
+             "404 until a catalog is found.")
     if no_auth:
         err.print("[bold red]WARNING: authentication is OFF (--no-auth). Anyone who can reach "
                   f"{host}:{port} can read customer scores. Local use only.[/bold red]")
@@ -89,8 +105,9 @@ def bento(
     """Pack the champion models, the published snapshot (with its contact history) and the offer catalog into the
     BentoML model store and build a Bento that serves without the MLflow server.
 
-    Then: bentoml containerize cvm-scoring:latest"""
-    from scoring.catalog import default_catalog_path, load_catalog
+    Without an offer catalog (none given and none found for the dataset) the Bento serves /score only and
+    /recommend answers 404. Then: bentoml containerize cvm-scoring:latest"""
+    from scoring.catalog import load_catalog, no_catalog_message, resolve_catalog_path
     from serving.bento import export_to_bentoml
     from serving.launch import REPO_ROOT
     from sources.dataset import dataset_name
@@ -98,10 +115,13 @@ def bento(
     quiet_mlflow()
     h = home_of(home)
     name = run(lambda: dataset_name(dataset))
-    path = catalog or default_catalog_path(name)
+    path = resolve_catalog_path(dataset, catalog)
+    if path is None:
+        warn(f"{no_catalog_message(name)}. The Bento will serve scores only.")
 
     def pack() -> list[str]:
-        load_catalog(path)
+        if path is not None:
+            load_catalog(path)
         return export_to_bentoml(h.mlflow_tracking_uri(), h.online(name), path)
 
     for t in run(pack):
@@ -115,19 +135,85 @@ def bento(
 
 @command(nbo_app, "check")
 def nbo_check(
-    catalog: Annotated[Path, typer.Argument(help="Offer catalog YAML.")],
-    dataset: DatasetOpt = "completejourney",
+    catalog: Annotated[Path | None, typer.Argument(help="Offer catalog YAML; default: the dataset's catalog "
+                                                    "(its catalog.yaml, or the shipped one of the built-in and "
+                                                    "synthetic datasets).")] = None,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset whose catalog is checked when no "
+                                         "CATALOG is given.")] = "completejourney",
     home: HomeOpt = None,
 ) -> None:
     """Validate an offer catalog, including its target categories against the champion cross-sell model."""
-    from scoring.catalog import load_catalog
+    from scoring.catalog import load_catalog, no_catalog_message, resolve_catalog_path
+    from sources.dataset import dataset_name
 
-    cat = run(lambda: load_catalog(catalog, _categories(home)))
-    console.print(f"{catalog}: {len(cat.offers)} offers, channels {', '.join(cat.channels)}: valid")
+    path = resolve_catalog_path(dataset, catalog)
+    if path is None:
+        fail(no_catalog_message(run(lambda: dataset_name(dataset))))
+    cat = run(lambda: load_catalog(path, _categories(home)))
+    console.print(f"{path}: {len(cat.offers)} offers, channels {', '.join(cat.channels)}: valid")
+
+
+@command(nbo_app, "init")
+def nbo_init(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset directory the catalog is for (or the "
+                                         "built-in name, with --out).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write it; default "
+                                                "<dataset dir>/catalog.yaml, where it is found by itself.")]
+    = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Write a starter offer catalog for a dataset: one cross-sell offer per category, a retention, an upsell and
+    a loyalty offer, channels, contact caps and the experiment's arms, every field commented for you to edit.
+
+    The cross-sell categories are the champion cross-sell model's (a catalog's targets must be ones it scores) or,
+    when none is registered, the dataset's main categories (those the cross-sell model is trained on). The text is
+    validated before it is written. By default it goes into the dataset directory, so it travels with the data
+    and cvm serve, score-batch, nbo and bento find it without --catalog. An existing file is kept unless --force.
+    """
+    from scoring.catalog import DATASET_CATALOG, load_catalog
+    from scoring.catalog_init import starter_catalog
+    from sources.dataset import BUILTINS
+
+    root = Path(dataset).expanduser()
+    if not root.is_dir() and dataset not in BUILTINS:
+        fail(f"dataset {dataset!r} is neither an existing directory nor a built-in name ({', '.join(BUILTINS)})")
+    if out is None:
+        if not root.is_dir():
+            fail(f"the built-in dataset {dataset!r} has no directory of its own to hold a catalog (it ships "
+                 f"scoring/catalogs/{dataset}.yaml): give --out FILE, then use it with --catalog FILE")
+        out = root / DATASET_CATALOG
+    if out.exists() and not force:
+        fail(f"{out} exists and is left as it is (--force overwrites it)")
+    categories, source = _champion_categories(home)
+    if categories is None:
+        categories = run(lambda: _dataset_categories(dataset, home))
+        source = "the dataset's main categories (no cross-sell champion is registered)"
+    if not categories:
+        warn("the dataset has no product categories: the starter catalog has no cross_sell offer")
+    text = starter_catalog(categories, dataset=run(lambda: _dataset_name(dataset)), categories_from=source)
+
+    def write() -> None:
+        staged = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        try:
+            staged.write_text(text, encoding="utf-8")
+            load_catalog(staged, categories)  # what is written is what loads
+            os.replace(staged, out)
+        finally:
+            staged.unlink(missing_ok=True)
+
+    run(write)
+    console.print(f"wrote {out}: {len(categories)} cross-sell offer(s) from {source}, a retention, an upsell and a "
+                  f"loyalty offer. Edit it, then check it: cvm nbo check {out}")
 
 
 def _categories(home: Path | None) -> list[str] | None:
     """The champion cross-sell model's categories (None when there is none)."""
+    return _champion_categories(home)[0]
+
+
+def _champion_categories(home: Path | None) -> tuple[list[str] | None, str]:
+    """The champion cross-sell model's categories (None when there is none) and which model that is."""
     from scoring.champions import NotReadyError, RegistrySource
 
     quiet_mlflow()
@@ -135,10 +221,34 @@ def _categories(home: Path | None) -> list[str] | None:
     try:
         versions = src.versions()
     except NotReadyError:
-        return None
+        return None, ""
     if "cross-sell" not in versions:
-        return None
-    return list(src.load("cross-sell", versions["cross-sell"]).model.categories)
+        return None, ""
+    champion = src.load("cross-sell", versions["cross-sell"])
+    return list(champion.model.categories), f"the cross-sell champion {champion.name} version {champion.version}"
+
+
+def _dataset_name(dataset: str) -> str:
+    from sources.dataset import dataset_name
+
+    return dataset_name(dataset)
+
+
+def _dataset_categories(dataset: str, home: Path | None) -> list[str]:
+    """The dataset's main categories, as a feature build (and so the cross-sell model) sees them:
+    its experiment's feature settings (experiments/<name>.yaml when present) over its tables."""
+    from base.engines import open_engine
+    from features.pipeline import main_categories
+    from sources.dataset import resolve_dataset
+    from sources.load import load_sources
+    from training.experiment import dataset_config, load_config
+
+    h = home_of(home)
+    ds = resolve_dataset(dataset, h, progress=True)
+    cfg = load_config(dataset_config(ds.name))
+    with open_engine("duckdb", temp_dir=h.tmp(ensure=True)) as engine:
+        sources = load_sources(ds, engine, validation=cfg.validation, tables=("transactions", "products"))
+        return list(main_categories(sources, ds, cfg.features))
 
 
 def evaluate_offers(dataset: str, as_of: str, *, catalog: Path | None = None, horizon_days: int = 28,

@@ -273,6 +273,56 @@ def load_catalog(path: str | Path, categories: Iterable[str] | None = None) -> C
     return parse_catalog(data, str(path), categories)
 
 
-def default_catalog_path(dataset: str) -> Path:
-    """The catalog shipped for a dataset: ``scoring/catalogs/<dataset>.yaml``."""
-    return Path(__file__).parent / "catalogs" / f"{dataset}.yaml"
+#: a dataset directory's own catalog (``cvm nbo init`` writes it): it travels with the data
+DATASET_CATALOG = "catalog.yaml"
+#: the catalogs shipped with the code, in ``scoring/catalogs/``
+SHIPPED_CATALOGS = Path(__file__).parent / "catalogs"
+#: the shipped catalog of datasets written by ``cvm synth``
+SYNTHETIC = "synthetic"
+
+
+class NoCatalogError(LookupError):
+    """No offer catalog is configured for the dataset: nothing can be offered (scores can)."""
+
+
+def default_catalog_path(name: str) -> Path:
+    """A catalog shipped with the code, ``scoring/catalogs/<name>.yaml`` (``completejourney``,
+    ``synthetic``). Which catalog a dataset uses is ``resolve_catalog_path``'s decision."""
+    return SHIPPED_CATALOGS / f"{name}.yaml"
+
+
+def resolve_catalog_path(dataset: str, explicit: str | Path | None = None) -> Path | None:
+    """The offer catalog of ``dataset`` (a directory or a built-in name, as ``--dataset``
+    takes it), or None when it has none. The one rule of the service, the nightly batch,
+    ``cvm nbo`` and ``cvm bento``:
+
+    1. ``explicit`` (``--catalog FILE`` / ``CVM_CATALOG``), returned as given (a missing
+       file is then ``load_catalog``'s error, never silently skipped);
+    2. a dataset directory's own ``catalog.yaml`` (``DATASET_CATALOG``);
+    3. the built-in dataset (``completejourney``, not a directory): its shipped catalog.
+
+    A directory is never matched to a shipped catalog, by its name or its kind: a user's
+    directory called ``completejourney`` without a ``catalog.yaml`` has no catalog, and a
+    ``cvm synth`` directory uses ``scoring/catalogs/synthetic.yaml`` only when given it
+    (its cross-sell targets must be categories the trained model scores, which depends on
+    the data's size).
+    """
+    if explicit is not None:
+        return Path(explicit)
+    from sources.dataset import BUILTINS
+
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        own = path / DATASET_CATALOG
+        return own if own.is_file() else None
+    if dataset in BUILTINS:
+        shipped = default_catalog_path(dataset)
+        return shipped if shipped.is_file() else None
+    return None
+
+
+def no_catalog_message(dataset: str) -> str:
+    """What to tell a user whose dataset has no catalog: how to get one."""
+    return (f"no offer catalog configured for dataset {dataset!r}: nothing can be offered (scores are not "
+            f"affected). Write a starter catalog with `cvm nbo init --dataset DIR` (it writes DIR/{DATASET_CATALOG}, "
+            "which is then found by itself) or give one with --catalog FILE / CVM_CATALOG")

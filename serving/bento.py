@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 #: BentoML model holding the published online snapshot a Bento serves
 SNAPSHOT_MODEL = "cvm-online-snapshot"
+#: the offer catalog inside that model, when the Bento was built with one (without: /score only)
+PACKED_CATALOG = "catalog.yaml"
 
 
 @dataclass
@@ -57,9 +59,10 @@ class BentoSource:
         return Path(bentoml.models.get(f"{SNAPSHOT_MODEL}:latest").path_of("online"))
 
 
-def export_to_bentoml(tracking_uri: str, online_root: Path, catalog_path: Path) -> list[str]:
-    """Copy every champion (its MLflow model directory) and the published snapshot into the
-    BentoML model store, so ``bentoml build`` packs them. Returns the tags created."""
+def export_to_bentoml(tracking_uri: str, online_root: Path, catalog_path: Path | None) -> list[str]:
+    """Copy every champion (its MLflow model directory), the published snapshot and the
+    offer catalog (None: none, the Bento then serves scores only) into the BentoML model
+    store, so ``bentoml build`` packs them. Returns the tags created."""
     import shutil
 
     import bentoml
@@ -85,6 +88,7 @@ def export_to_bentoml(tracking_uri: str, online_root: Path, catalog_path: Path) 
         (dst / Path(manifest["file"]).parent).mkdir(parents=True, exist_ok=True)
         shutil.copy2(online_root / manifest["file"], dst / manifest["file"])
         shutil.copy2(pointer, dst / "CURRENT.json")
-        shutil.copy2(catalog_path, Path(bm.path) / "catalog.yaml")
+        if catalog_path is not None:
+            shutil.copy2(catalog_path, Path(bm.path) / PACKED_CATALOG)
         tags.append(str(bm.tag))
     return tags

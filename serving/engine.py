@@ -1,5 +1,6 @@
 """What the service does, without the web layer: champions + online snapshot + offer
-catalog in, answers out.
+catalog in, answers out. The catalog is optional: without one the state scores, and
+``recommend`` refuses with ``NoCatalogError`` (nothing decided, nothing logged).
 
 ``ServingState`` is immutable once built; the service swaps a whole new state in when a
 champion alias moves (hot reload), so a request sees one consistent set of models,
@@ -24,7 +25,7 @@ import numpy as np
 from features.definitions import slug
 from features.snapshot import SchemaMismatchError, feature_config
 from scoring.arms import CONTROL
-from scoring.catalog import Catalog
+from scoring.catalog import Catalog, NoCatalogError, no_catalog_message
 from scoring.champions import Champion, NotReadyError, categories_of
 from scoring.contacts import ContactHistory
 from scoring.inference import SCORE_KEYS, apply_priors, priors, score_block, to_customer_scores, top_reasons
@@ -53,7 +54,7 @@ class ServingState:
     dataset: str
     champions: dict[str, Champion]
     store: object  # features.online_store.OnlineStore
-    catalog: Catalog
+    catalog: Catalog | None  # None: no catalog configured, /score only (recommend raises NoCatalogError)
     as_of: date
     snapshot_version: str
     spend: CategorySpend
@@ -89,12 +90,12 @@ def read_contacts(store) -> tuple[ContactHistory | None, str | None]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog: Catalog, *,
+def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog: Catalog | None, *,
                 contacts: ContactHistory | None = None, contacts_error: str | None = None) -> ServingState:
     """Check that models, snapshot and catalog fit together; compute priors. The contact
     history is the one published with the snapshot (read here unless ``contacts`` is the
     current snapshot's, already read). Raises ``NotReadyError`` with the reason when they
-    do not fit."""
+    do not fit. ``catalog`` None: a state that scores and makes no offer (no catalog check)."""
     if not champions:
         raise NotReadyError("no champion model is registered (train one: cvm train all --as-of DATE)")
     snap = store.current()
@@ -117,7 +118,8 @@ def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog:
         if c in available and c not in columns:
             columns.append(c)
     string_columns |= {c for c in columns if snap.columns.get(c) == "string"}
-    catalog.check_categories(categories if categories else [], "offer catalog")
+    if catalog is not None:
+        catalog.check_categories(categories if categories else [], "offer catalog")
     try:  # the windows the snapshot's values cover: offer values are scaled by its own
         windows = feature_config(snap.metadata)
     except (SchemaMismatchError, ValueError) as exc:
@@ -132,7 +134,7 @@ def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog:
     scored = score_block(champions, block, len(ids))
     spend = (CategorySpend.from_snapshot(block, categories, window_days=windows.rfm_window_days,
                                        horizon_days=catalog.horizon_days)
-             if categories and "monetary" in block else CategorySpend({}))
+             if catalog is not None and categories and "monetary" in block else CategorySpend({}))
     # a smoke test: every model must give finite outputs on real rows before it serves
     for key in SCORE_KEYS:
         values = scored.get(key)
@@ -223,7 +225,10 @@ def recommend(state: ServingState, customer_id: str, *, decisions, now_us: int |
     """The ``k`` best offers for one customer, best first, with their reasons: a decision,
     logged in ``decisions`` (a ``scoring.decisions`` store) before it is returned. Raises
     ``DecisionStoreUnavailable`` or ``PolicyUnavailable`` when it cannot be logged or the
-    contact policy cannot be applied (the service answers 503)."""
+    contact policy cannot be applied (the service answers 503), ``NoCatalogError`` when the
+    state has no catalog (nothing is decided or logged)."""
+    if state.catalog is None:
+        raise NoCatalogError(no_catalog_message(state.dataset))
     if channel is not None and channel not in state.catalog.channels:
         raise ValueError(f"unknown channel {channel!r}; channels are {state.catalog.channels}")
     cs, _, found, _ = customer_scores(state, [customer_id], reasons=False)

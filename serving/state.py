@@ -7,6 +7,8 @@ snapshot was published, and swaps in a complete new state when one did. A reques
 ``holder.state`` once and keeps that object, so a swap never changes models under a
 running request. A version that cannot be loaded is rejected: the current state keeps
 serving, and the failure is logged and counted (``cvm_model_load_failures_total``).
+Without an offer catalog (``scoring.catalog.resolve_catalog_path`` finds none) the state
+serves scores only; a catalog that appears later (``cvm nbo init``) is loaded at the next check.
 """
 
 from __future__ import annotations
@@ -82,17 +84,30 @@ class StateHolder:
             return SQLiteOnlineStore(BentoSource.snapshot_root(), dataset=self.settings.dataset)
         return open_online_store(Home(self.settings.home), self.dataset_name())
 
-    def _catalog(self):
-        from scoring.catalog import default_catalog_path, load_catalog
+    def _catalog_path(self) -> Path | None:
+        """``CVM_CATALOG``; in a Bento, the catalog packed with it (when one was); else the
+        dataset's by ``scoring.catalog.resolve_catalog_path``. None: no catalog, /score only."""
+        from scoring.catalog import resolve_catalog_path
 
-        path = self.settings.catalog
-        if path is None and self.settings.model_source == "bentoml":
+        if self.settings.catalog is not None:
+            return self.settings.catalog
+        if self.settings.model_source == "bentoml":
             import bentoml
 
-            from serving.bento import SNAPSHOT_MODEL
+            from serving.bento import PACKED_CATALOG, SNAPSHOT_MODEL
 
-            path = Path(bentoml.models.get(f"{SNAPSHOT_MODEL}:latest").path) / "catalog.yaml"
-        return load_catalog(path or default_catalog_path(self.dataset_name()))
+            packed = Path(bentoml.models.get(f"{SNAPSHOT_MODEL}:latest").path) / PACKED_CATALOG
+            return packed if packed.is_file() else None
+        return resolve_catalog_path(self.settings.dataset)
+
+    def _catalog(self, path: Path | None):
+        from scoring.catalog import load_catalog, no_catalog_message
+
+        if path is None:
+            log.warning("%s; serving scores only: /recommend answers 404 until a catalog is found",
+                        no_catalog_message(self.dataset_name()))
+            return None
+        return load_catalog(path)
 
     # ------------------------------------------------------------------ loading
     def load(self, *, force: bool = False) -> LoadOutcome:
@@ -112,8 +127,12 @@ class StateHolder:
         loaded = current.model_versions if current is not None else {}
         # versions to (re)load: changed ones, except a version already rejected (not retried)
         pending = {t: v for t, v in versions.items() if loaded.get(t) != v and self._rejected.get(t) != v}
+        catalog_path = self._catalog_path()
+        # a catalog added to a service that had none (cvm nbo init) is picked up at the next check
+        catalog_appeared = current is not None and current.catalog is None and catalog_path is not None
         same = (current is not None and not pending and set(versions) <= set(loaded) | set(self._rejected)
-                and current.snapshot_version == snap.version and current.contacts_error is None)
+                and current.snapshot_version == snap.version and current.contacts_error is None
+                and not catalog_appeared)
         if same and not force:
             return LoadOutcome(False, dict(loaded), snap.version, "unchanged")
         champions: dict[str, Champion] = {}
@@ -144,10 +163,10 @@ class StateHolder:
             if contacts_error is None:
                 self._contacts = (snap.version, history)
         history = self._contacts[1] if self._contacts is not None and self._contacts[0] == snap.version else None
-        state = build_state(self.dataset_name(), champions, store, self._catalog(), contacts=history,
+        state = build_state(self.dataset_name(), champions, store, self._catalog(catalog_path), contacts=history,
                             contacts_error=contacts_error)
         changed = current is None or state.model_versions != current.model_versions \
-            or state.snapshot_version != current.snapshot_version
+            or state.snapshot_version != current.snapshot_version or catalog_appeared
         self.state = state  # one reference swap: requests in flight keep the state they read
         self.last_error = None
         if changed:
