@@ -20,7 +20,7 @@ import pandas as pd
 from base.atomic import write_text
 from base.home import Home
 from scoring.decisions import open_decision_store, to_us
-from scoring.impact import ARMS, ImpactReport, measure_impact
+from scoring.impact import ARMS, ImpactReport, frames_from_log, measure_impact
 
 #: MLflow experiment the measurements are logged to
 EXPERIMENT = "cvm-impact"
@@ -56,16 +56,7 @@ def run_impact(home: Home, dataset: str, start: date, end: date, *, out: Path | 
     out = out or home.batch(dataset) / "impact" / f"{start}_{end}"
     report = None
     if randomised:
-        frame = pd.DataFrame({
-            "decision_id": decisions["decision_id"], "customer_id": decisions["customer_id"],
-            "arm": decisions["arm"], "offer_id": decisions["offer_id"],
-            "policy_offer_id": decisions["policy_offer_id"],
-            "timestamp": pd.to_datetime(decisions["decided_us"], unit="us", utc=True),
-            "released": decisions["released"].astype(bool)})
-        events = pd.DataFrame({
-            "decision_id": outcomes["decision_id"], "type": outcomes["type"],
-            "timestamp": pd.to_datetime(outcomes["occurred_us"], unit="us", utc=True),
-            "value": pd.to_numeric(outcomes["value"], errors="coerce")})
+        frame, events = frames_from_log(decisions, outcomes)
         report = measure_impact(frame, events, start=lo, end=hi, horizon_days=horizon_days,
                                 min_customers=min_customers)
         payload = {"dataset": dataset, "randomised": True, **report.to_dict()}

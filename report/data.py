@@ -4,11 +4,13 @@ The customer tables come from the dataset through the same validation and identi
 resolution as the features (golden customer ids, rows strictly before ``as_of``), reduced
 to one row per customer and day by the engine; the scores, offers and segment migration
 are the nightly batch's files for that as_of; model cards and the offline offer evaluation
-come from the MLflow registry and runs of the home.
+come from the MLflow registry and runs of the home; the measured impact of the offer policy
+comes from the decision log (``report.impact``), for the report's period.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -17,6 +19,7 @@ import pandas as pd
 
 from base.dates import cutoff
 from report.cards import ModelCard, load_cards
+from report.impact import MeasuredImpact, load_impact
 
 
 class ReportError(RuntimeError):
@@ -35,6 +38,7 @@ class ReportInputs:
     manifest: dict
     cards: dict[str, ModelCard]
     nbo_evaluation: pd.DataFrame | None
+    impact: MeasuredImpact | None = None  # the decision log's randomised arms over the period
 
 
 def load_customer_tables(home, dataset_spec: str, as_of: date, engine_name: str = "duckdb"
@@ -100,9 +104,14 @@ def load_nbo_evaluation(tracking_uri: str, dataset: str, as_of: date) -> pd.Data
         return pd.read_csv(path)
 
 
-def gather(home, dataset_spec: str, as_of: date, batch_dir: Path) -> ReportInputs:
+def gather(home, dataset_spec: str, as_of: date, batch_dir: Path, *, period_days: int = 90,
+           decisions_url: str | None = None) -> ReportInputs:
+    """Everything the page shows. The decision log is ``decisions_url``, else ``CVM_DECISIONS_URL``,
+    else the dataset's embedded log under the home."""
     name, daily, contacts = load_customer_tables(home, dataset_spec, as_of)
     scores, offers, migration, manifest = load_batch(batch_dir)
     uri = home.mlflow_tracking_uri()
+    url = decisions_url if decisions_url is not None else os.environ.get("CVM_DECISIONS_URL") or None
+    impact = load_impact(home, name, as_of, period_days=period_days, decisions_url=url)
     return ReportInputs(name, as_of, daily, contacts, scores, offers, migration, manifest, load_cards(uri),
-                        load_nbo_evaluation(uri, name, as_of))
+                        load_nbo_evaluation(uri, name, as_of), impact)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from report import metrics
+from report import impact, metrics
 from report.cards import ModelCard
 from report.data import ReportInputs
 
@@ -98,6 +98,7 @@ def render(inp: ReportInputs, *, period_days: int = PERIOD_DAYS, campaign_weeks:
     parts.append(_clv_section(inp, figs, go))
     parts.append(_model_section(inp, figs, go))
     parts.append(_nbo_section(inp, figs, go))
+    parts.append(impact.section_html(inp.impact, figs.div, go, number="7. "))
     parts.append(_campaign_section(inp, figs, go, campaign_weeks))
     m = inp.manifest
     models = ", ".join(f"{v['name']} v{v['version']}" for v in m.get("models", {}).values()) or "none"
@@ -107,7 +108,7 @@ def render(inp: ReportInputs, *, period_days: int = PERIOD_DAYS, campaign_weeks:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>CVM report: {html.escape(inp.dataset)} as of {inp.as_of}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>{_CSS}</style>
+<style>{_CSS}{impact.CSS}</style>
 <script>/* errors are counted on the root element: data-js-errors (read by the tests and by monitoring) */
 window.cvmErrors=[];window.addEventListener("error",function(e){{window.cvmErrors.push(String(e.message));
 document.documentElement.setAttribute("data-js-errors",String(window.cvmErrors.length));}});</script>
@@ -279,7 +280,7 @@ def _nbo_section(inp: ReportInputs, figs: _Figures, go) -> str:
 
 def _campaign_section(inp: ReportInputs, figs: _Figures, go, weeks: int) -> str:
     eff = metrics.campaign_effect(inp.daily, inp.contacts, inp.as_of, weeks=weeks)
-    title = "7. Campaign effect (observational)"
+    title = "8. Campaign effect (observational)"
     if eff.empty:
         return f'<section id="campaigns"><h2>{title}</h2><p class="note">no campaign with {weeks} weeks of data ' \
                f'after it</p></section>'

@@ -550,6 +550,29 @@ def _sample_ratio(arms: tuple[GroupStats, ...], expected_shares: Mapping[str, fl
     return SampleRatio(shares, observed, float(chi2), float(p), bool(p < 0.001))
 
 
+def frames_from_log(decisions: pd.DataFrame, outcomes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The decision log's tables as the inputs of :func:`measure_impact`.
+
+    ``decisions`` and ``outcomes`` as ``DecisionStore.decisions`` and ``.outcomes`` return them
+    (times as integer microseconds since the epoch, UTC: ``decided_us``, ``occurred_us``) become
+    (decisions: ``DECISION_COLUMNS``; outcomes: ``OUTCOME_COLUMNS`` and ``value``) with aware UTC
+    timestamps, ``released`` as bool and ``value`` numeric (missing or unreadable: NaN). Other
+    columns are dropped; outcome types are passed through (``measure_impact`` ignores and counts
+    the ones it does not know, such as the log's ``not_shown``, already folded into ``released``).
+    """
+    frame = pd.DataFrame({
+        "decision_id": decisions["decision_id"], "customer_id": decisions["customer_id"],
+        "arm": decisions["arm"], "offer_id": decisions["offer_id"],
+        "policy_offer_id": decisions["policy_offer_id"],
+        "timestamp": pd.to_datetime(decisions["decided_us"].astype("int64"), unit="us", utc=True),
+        "released": decisions["released"].astype(bool)})
+    events = pd.DataFrame({
+        "decision_id": outcomes["decision_id"], "type": outcomes["type"],
+        "timestamp": pd.to_datetime(outcomes["occurred_us"].astype("int64"), unit="us", utc=True),
+        "value": pd.to_numeric(outcomes["value"], errors="coerce").astype("float64")})
+    return frame, events
+
+
 def measure_impact(decisions: pd.DataFrame, outcomes: pd.DataFrame, *, start: Any, end: Any,
                    horizon_days: float = 28, min_customers: int = 100, confidence: float = 0.95,
                    max_ci_width: float = 0.05, max_relative_ci_width: float = 0.5,

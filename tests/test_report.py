@@ -104,6 +104,141 @@ def test_campaign_effect_by_hand():
     assert metrics.campaign_effect(early, contacts, date(2024, 5, 1), weeks=4).empty
 
 
+# ------------------------------------------------------------------------------ measured impact
+IMPACT_AS_OF = date(2026, 3, 31)  # the 90-day period: decisions of [2025-12-31, 2026-03-31)
+
+
+def _impact_log(home, *, n: int = 120, control_converters: int = 12, policy_converters: int = 36,
+                exploration: int = 20) -> None:
+    """A hand-built log for dataset "shop": ``n`` control customers (no offer, would have got A),
+    ``n`` policy customers offered A (all shown, half clicked) and ``exploration`` customers
+    offered B, one decision each on 2026-03-20; converts worth 10 each. Left out: a control
+    decision before the period, one on as_of itself, and a policy conversion on 2026-04-02
+    (within the horizon but after the report's date)."""
+    from datetime import datetime
+
+    from scoring.decisions import Decision, Outcome, SQLiteDecisionStore, to_us
+
+    day = to_us(datetime(2026, 3, 20, 9))
+    def decision(cid, arm, when=day):
+        return Decision(customer_id=cid, decided_us=when, arm=arm, offer_id={"control": None, "policy": "A"}.get(arm, "B"),
+                        channel=None if arm == "control" else "email",
+                        pscore={"control": 0.05, "exploration": 0.05}.get(arm, 0.9), policy_offer_id="A",
+                        source="test")
+
+    control = [decision(f"c{i}", "control") for i in range(n)]
+    policy = [decision(f"p{i}", "policy") for i in range(n)]
+    explore = [decision(f"e{i}", "exploration") for i in range(exploration)]
+    outside = [decision("old", "control", to_us(datetime(2025, 12, 30, 23))),
+               decision("late", "control", to_us(datetime(2026, 3, 31)))]
+    at = datetime(2026, 3, 22, 12)
+
+    def outcome(d, kind, when=at, value=None):
+        return Outcome(outcome_id=f"{kind}-{d.decision_id}", decision_id=d.decision_id, type=kind, timestamp=when,
+                       value=value)
+
+    events = [outcome(d, "convert", value=10.0) for d in control[:control_converters] + policy[:policy_converters]
+              + explore[:2] + outside]
+    events += [outcome(d, "impression") for d in policy + explore]
+    events += [outcome(d, "click") for d in policy[: n // 2]]
+    events += [outcome(policy[-1], "convert", datetime(2026, 4, 2), 10.0)]
+    store = SQLiteDecisionStore(home.decisions("shop") / "decisions.sqlite")
+    try:
+        store.log(control + policy + explore + outside)
+        store.record_outcomes(events)
+    finally:
+        store.close()
+
+
+def _impact_section(home, as_of: date = IMPACT_AS_OF) -> tuple[object, str]:
+    import plotly.graph_objects as go
+
+    from report.html import _Figures
+    from report.impact import load_impact, section_html
+
+    measured = load_impact(home, "shop", as_of, period_days=90, decisions_url="")
+    return measured, section_html(measured, _Figures().div, go)
+
+
+def _cell(text: str, row: str, column: int) -> str:
+    """The ``data-value`` of a table row's ``column``-th number cell."""
+    tr = re.search(rf"<tr {row}[^>]*>(.*?)</tr>", text).group(1)
+    return re.findall(r'<td data-value="([^"]*)"', tr)[column]
+
+
+def test_impact_section_per_arm_numbers_and_lifts_by_hand(home, monkeypatch):
+    """Control: 120 customers, 12 convert -> 10.0 %, value 120 / 120 = 1.00 per customer; policy:
+    120, 36 -> 30.0 %, 3.00; lift +20.0 points, +200 %. The Newcombe interval excludes 0 but is
+    about 20 points wide, wider than the 5 points asked: not enough data to call. Exploration
+    (20 customers) is below min_customers: not enough data to call either."""
+    from scoring.impact import NOT_ENOUGH, katz_relative, newcombe_difference
+
+    monkeypatch.delenv("CVM_DECISIONS_URL", raising=False)
+    _impact_log(home)
+    measured, text = _impact_section(home)
+    assert measured.status == "measured" and measured.decisions == 260 and measured.outcomes_after_end == 1
+    assert '<h2>Measured impact</h2>' in text and 'data-randomised="true"' in text
+    names = ("customers", "decisions", "impressions", "response_rate", "converters", "conversion_rate",
+             "value_per_customer")
+    columns = {name: i for i, name in enumerate(names)}
+    control = {k: float(_cell(text, 'data-arm="control"', c) or "nan") for k, c in columns.items()}
+    policy = {k: float(_cell(text, 'data-arm="policy"', c) or "nan") for k, c in columns.items()}
+    assert (control["customers"], control["decisions"], control["converters"]) == (120, 120, 12)
+    assert (policy["customers"], policy["decisions"], policy["converters"], policy["impressions"]) == (120, 120, 36, 120)
+    assert control["conversion_rate"] == pytest.approx(0.1) and policy["conversion_rate"] == pytest.approx(0.3)
+    assert control["value_per_customer"] == pytest.approx(1.0) and policy["value_per_customer"] == pytest.approx(3.0)
+    assert policy["response_rate"] == pytest.approx(0.5) and math.isnan(control["response_rate"])
+    assert "10.0%" in text and "30.0%" in text and "+20.0 points" in text
+    expected = newcombe_difference(36, 120, 12, 120)
+    row = re.search(r'<tr data-lift="conversion_rate:policy_vs_control"[^>]*>', text).group(0)
+    assert f'data-low="{expected.low!r}"' in row and f'data-high="{expected.high!r}"' in row
+    assert f"+20.0 points (95 % CI {100 * expected.low:+.1f} to {100 * expected.high:+.1f} points)" in text
+    relative = katz_relative(36, 120, 12, 120)
+    assert f"+200.0% (95 % CI {relative.low:+.1%} to {relative.high:+.1%})" in text
+    assert f'data-verdict="{NOT_ENOUGH}"' in row and "wider than max_ci_width" in text
+    row = re.search(r'<tr data-lift="conversion_rate:policy_vs_exploration"[^>]*>.*?</tr>', text).group(0)
+    assert NOT_ENOUGH in row and "exploration has 20 customers" in row
+    assert "Newcombe" in text and "Katz" in text and "Welch" in text  # the methods are named
+    # the forest plots: conversion rate and value per customer; the per-offer table keys control by its would-be offer
+    assert text.count('class="plotly-graph-div"') == 2 and "0 = no effect" in text
+    assert _cell(text, 'data-offer="A" data-arm="control"', 4) == "12.0"
+    assert _cell(text, 'data-offer="B" data-arm="exploration"', 4) == "2.0"
+
+
+def test_impact_section_calls_a_clear_win(home, monkeypatch):
+    """2,000 customers per arm, 10 % vs 30 %: the interval (about 4.8 points wide) lies above 0."""
+    from scoring.impact import POLICY_BETTER
+
+    monkeypatch.delenv("CVM_DECISIONS_URL", raising=False)
+    _impact_log(home, n=2000, control_converters=200, policy_converters=600)
+    measured, text = _impact_section(home)
+    assert measured.report.lift("control", "conversion_rate").verdict == POLICY_BETTER
+    row = re.search(r'<tr data-lift="conversion_rate:policy_vs_control"[^>]*>.*?</tr>', text).group(0)
+    assert f'data-verdict="{POLICY_BETTER}"' in row and "+20.0 points" in row
+
+
+def test_impact_section_without_a_log_says_so_and_creates_nothing(home, monkeypatch):
+    monkeypatch.delenv("CVM_DECISIONS_URL", raising=False)
+    measured, text = _impact_section(home)
+    assert measured.status == "no_log" and measured.report is None
+    assert "No randomised decisions in this period" in text and "no decision has been logged" in text
+    assert "will appear here" in text
+    assert "<table" not in text and "%" not in text and "plotly" not in text  # words, no numbers
+    assert not home.decisions("shop").exists()  # the log was not created
+    # a log with decisions but no control group is not a comparison either
+    from scoring.decisions import Decision, SQLiteDecisionStore, to_us
+
+    store = SQLiteDecisionStore(home.decisions("shop") / "decisions.sqlite")
+    store.log([Decision("x", to_us(pd.Timestamp("2026-03-01").to_pydatetime()), "policy", "A", "email", 0.9, "A")])
+    store.close()
+    measured, text = _impact_section(home)
+    assert measured.status == "not_randomised" and measured.decisions == 1
+    assert "No randomised decisions in this period" in text and "only in the policy arm" in text
+    # and a log whose decisions are all after the period (the batch of as_of decides at 00:00 of as_of)
+    measured, text = _impact_section(home, date(2026, 3, 1))
+    assert measured.status == "not_randomised" and "no decision made in this period" in text
+
+
 # ------------------------------------------------------------------------------ the page
 @pytest.fixture(scope="module")
 def page(served_home, tmp_path_factory):
@@ -140,6 +275,9 @@ def test_page_numbers_equal_the_batch_output(page):
     assert _kpi(text, "clv_median") == pytest.approx(scores["clv"].median(), rel=1e-12)
     for section in ("kpis", "cohorts", "segments", "clv", "models", "nbo", "campaigns"):
         assert f'<section id="{section}">' in text, section
+    # the served home's only logged decisions are its batch's, made at 00:00 of as_of: after the period
+    assert '<section id="impact" class="impact" data-randomised="false"' in text
+    assert "<h2>7. Measured impact</h2>" in text and "No randomised decisions in this period" in text
     for task in ("churn", "next-purchase", "cross-sell", "clv"):
         assert f'id="card-{task}"' in text, task
     assert "Observational, not causal" in text
