@@ -15,7 +15,7 @@ import typer
 
 from cvm.cli_batch import score_batch
 from cvm.cli_features import features_app, profiles_app, sources_app, synth
-from cvm.cli_loop import nbo_impact, outcomes_app
+from cvm.cli_loop import nbo_impact, outcomes_app, simulate
 from cvm.cli_models import models_app
 from cvm.cli_report import report
 from cvm.cli_serve import bento, nbo_app, serve
@@ -38,7 +38,7 @@ app.add_typer(nbo_app, name="nbo")
 app.add_typer(outcomes_app, name="outcomes")
 command(nbo_app, "impact")(nbo_impact)
 for fn, name in ((synth, "synth"), (train, "train"), (score_batch, "score-batch"), (report, "report"),
-                 (serve, "serve"), (bento, "bento"), (demo, "demo")):
+                 (serve, "serve"), (bento, "bento"), (simulate, "simulate"), (demo, "demo")):
     command(app, name)(fn)
 
 

@@ -80,3 +80,43 @@ def nbo_impact(
     quiet_mlflow()
     run_id = log_to_mlflow(result, h.mlflow_tracking_uri(), name)
     console.print(f"wrote {result.path}; logged to MLflow run {run_id} (experiment cvm-impact)", soft_wrap=True)
+
+
+def simulate(
+    from_: Annotated[str, typer.Option("--from", help="First simulated day (YYYY-MM-DD): the feature snapshot "
+                                       "of that day is scored.")],
+    days: Annotated[int, typer.Option("--days", min=1, max=3650, help="Days to simulate.")] = 28,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="A dataset written by cvm synth (it carries the "
+                                         "ground truth).")] = "synthetic",
+    catalog: Annotated[Path | None, typer.Option("--catalog", help="Offer catalog YAML; default "
+                                                 "scoring/catalogs/synthetic.yaml.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the visits and the drawn outcomes.")] = 0,
+    visit_rate: Annotated[float, typer.Option("--visit-rate", min=0.0, max=1.0, help="Share of customers "
+                                              "decided for each day.")] = 0.1,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (simulation.json and its own "
+                                             "decision log); default $CVM_HOME/batch/<dataset>/simulations/.")]
+    = None,
+    home: HomeOpt = None,
+) -> None:
+    """Run the live decision loop day by day on a synthetic dataset whose response to offers is known: decide for the
+    day's visitors through the scoring core (caps, arms, pscores), log, report impressions and some rejects, then
+    draw each customer's conversion from the ground truth. Prints the measured lift of the policy over the control
+    group and exploration beside the true lift, and whether the 95 % interval contains it."""
+    from batch.simulation import SimulationError, simulate_dataset
+    from cvm.common import count_progress
+    from cvm.output import print_simulation
+
+    start = as_of_date(from_, "--from")
+    h = home_of(home)
+    quiet_mlflow()
+    with count_progress("simulating", "days") as bar:
+        done = 0
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            bar(done, days)
+
+        result = run(lambda: simulate_dataset(h, dataset, start, days, catalog_path=catalog, seed=seed,
+                                              visit_rate=visit_rate, out=out, progress=step), SimulationError)
+    print_simulation(result)

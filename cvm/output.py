@@ -167,3 +167,21 @@ def _interval(iv) -> str:
     lo = "?" if iv.low is None else f"{iv.low:+.4f}"
     hi = "?" if iv.high is None else f"{iv.high:+.4f}"
     return f"{iv.estimate:+.4f} [{lo}, {hi}]"
+
+
+def print_simulation(result) -> None:
+    """Measured vs true lift of a simulation."""
+    from rich.table import Table
+
+    table = Table(title=f"Simulation: {result.days} days, {result.customers:,} customers decided, "
+                        f"{result.decisions:,} decisions")
+    for col in ("comparison", "true lift", "measured [95 % CI]", "contains the truth", "verdict"):
+        table.add_column(col)
+    for key, m in result.measured.items():
+        interval = "-" if _missing(m["estimate"]) else (
+            f"{m['estimate']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}]" if m["low"] is not None else
+            f"{m['estimate']:+.4f}")
+        table.add_row(key.replace("_vs_", " vs "), f"{m['true']:+.4f}", interval, "yes" if m["covered"] else "NO",
+                      m["verdict"])
+    console.print(table)
+    console.print(f"wrote {result.out / 'simulation.json'}", soft_wrap=True)

@@ -8,7 +8,7 @@ cannot be logged is not returned (``DecisionStoreUnavailable``); a contact histo
 could not be read fails closed (``PolicyUnavailable``): no offer goes out with its caps off.
 
 ``decide_many`` does the same for a block of customers without a per-customer lock (the
-nightly batch, which runs alone): one read of the live log, one bulk append.
+nightly batch and the simulation, which run alone): one read of the live log, one bulk append.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pandas as pd
 
 from scoring.catalog import Catalog
 from scoring.contacts import DAY_US, ContactHistory, ContactState, live_state
-from scoring.decide import Choice, choose, ranked
+from scoring.decide import Choice, choose, decision_table, ranked
 from scoring.decisions.records import Decision, LiveHistory, from_us
 from scoring.decisions.store import DecisionStore
 from scoring.nbo import CategorySpend, CustomerScores, arbitrate
@@ -100,14 +100,16 @@ def decide_one(customer_id: str, scores: CustomerScores, *, catalog: Catalog, sp
 
 
 def decide_many(scores: CustomerScores, *, catalog: Catalog, spend: CategorySpend, history: ContactHistory | None,
-                live: tuple[pd.DataFrame, pd.DataFrame], now_us: int, versions: Versions, k: int = 3,
-                source: str = "batch") -> tuple[list[Decision], dict[str, np.ndarray], Choice]:
-    """Decisions for a block of customers (not logged here: the caller appends them),
-    counting ``live`` = (contacts, outcomes) read once from the log (``store.live``)."""
+                live: tuple[pd.DataFrame, pd.DataFrame], now_us: int, versions: Versions, decision_ids: np.ndarray,
+                k: int = 3, source: str = "batch") -> tuple[dict, dict[str, np.ndarray], Choice]:
+    """Decisions for a block of customers, not logged here (the caller appends the table
+    with ``store.log_table``): the snapshot's history plus ``live`` = (contacts, outcomes)
+    read once from the log (``store.live``) count toward the caps. Returns the decision
+    table (``DECISION_COLUMNS``, one row per customer), the arbitration and the choice."""
     ids = [str(i) for i in scores.customer_ids]
     state = _history_state(history, None, ids, catalog).plus(live_state(ids, catalog, live[0], live[1], now_us))
     result = arbitrate(scores, catalog, spend, state)
     c = choose(ids, catalog, result, from_us(now_us))
-    decisions = [_record(cid, i, catalog, result, c, k=k, channel=None, now_us=now_us, versions=versions,
-                         source=source) for i, cid in enumerate(ids)]
-    return decisions, result, c
+    table = decision_table(ids, catalog, result, c, k=k, decided_us=now_us, decision_ids=decision_ids,
+                           versions=(versions.models, versions.catalog, versions.snapshot), source=source)
+    return table, result, c
