@@ -182,6 +182,17 @@ def _json(body: dict, state: engine.ServingState | None = None, status: int = 20
 INLINE_IDS = 32
 
 
+async def _in_thread(fn, *args, **kwargs):
+    """Work that waits on the decision log (a write and its fsync, a lock held by another
+    worker, a database across the network) runs in a worker thread: a slow log must not
+    stall the event loop, and with it /score and the probes of this worker."""
+    import functools
+
+    import anyio
+
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
 async def _compute(n: int, fn, *args, **kwargs):
     """Small requests (a few ms of numpy) run inline on the event loop: handing them to a
     thread costs more than the work, and threads contending for the GIL wait up to its
@@ -206,7 +217,87 @@ def _unavailable(message: str) -> Response:
     return Response(json.dumps(body), status_code=503, media_type="application/json", headers={"Retry-After": "5"})
 
 
+class RedactInputFilter(logging.Filter):
+    """Keeps request content out of the logs. BentoML logs a body that fails the API's
+    validation (logger ``bentoml._internal.server.http_app``: ``Exception on /score [POST]``)
+    with the pydantic ``ValidationError``'s traceback, and pydantic's text quotes the input,
+    truncated (``input_value=['jane.doe@example.com', ...``): customer ids. Such a record keeps
+    its message, followed by the errors' locations, messages and types instead of the
+    traceback (BentoML's parsing code, the same every time); in any other record (a
+    validation error elsewhere, chained, or in a message) each ``input_value=...`` is masked."""
+
+    MASK = "input_value=<redacted>"
+    #: BentoML functions that validate a request body (_bentoml_sdk.io_models, _bentoml_impl.serde)
+    PARSERS = frozenset({"from_http_request", "parse_request", "deserialize_model"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._request_validation(record.exc_info):
+            error = record.exc_info[1]
+            record.msg, record.args = f"{self._message(record)}: {self._summary(error)}", None
+            record.exc_info, record.exc_text = None, None
+            return True
+        message = self._message(record)
+        if "input_value=" in message:
+            record.msg, record.args = self._mask(message), None
+        if record.exc_info and record.exc_text is None:
+            text = logging.Formatter().formatException(record.exc_info)
+            if "input_value=" in text:
+                record.exc_info, record.exc_text = None, self._mask(text)
+        elif record.exc_text and "input_value=" in record.exc_text:
+            record.exc_text = self._mask(record.exc_text)
+        return True
+
+    @classmethod
+    def _request_validation(cls, exc_info) -> bool:
+        """Is the record's exception a pydantic error raised while BentoML parsed a request?"""
+        from pydantic_core import ValidationError
+
+        if not exc_info or not isinstance(exc_info[1], ValidationError):
+            return False
+        tb = exc_info[1].__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_name in cls.PARSERS:
+                return True
+            tb = tb.tb_next
+        return False
+
+    @staticmethod
+    def _message(record: logging.LogRecord) -> str:
+        try:
+            return record.getMessage()
+        except Exception:  # noqa: BLE001 - a record whose arguments do not fit its format
+            return str(record.msg)
+
+    @classmethod
+    def _mask(cls, text: str) -> str:
+        import re
+
+        # up to the line's last ", input_type=" (the value itself may hold that text), else to its end
+        return re.sub(r"input_value=(?:[^\n]*(?=, input_type=)|[^\n]*)", cls.MASK, text)
+
+    @staticmethod
+    def _summary(error) -> str:
+        """``1 validation error for Input: reasons: Input should be a valid boolean [bool_parsing]``,
+        without inputs; an unexpected field's name (the caller's text) is not shown either."""
+        shown = []
+        for e in error.errors(include_url=False, include_context=False, include_input=False):
+            loc = [str(p) for p in e.get("loc", ())]
+            if e.get("type") == "extra_forbidden" and loc:
+                loc[-1] = "(unexpected field)"
+            shown.append(f"{'.'.join(loc) or 'body'}: {e.get('msg', '')} [{e.get('type', '')}]")
+        n = error.error_count()
+        more = f" (and {n - 3} more)" if n > 3 else ""
+        return f"{n} validation error{'s' if n != 1 else ''} for {error.title}: {'; '.join(shown[:3])}{more}"
+
+
 def _setup_logging() -> None:
+    # BentoML's validation errors quote request bodies: masked on the logger that writes them
+    # and on every handler BentoML's and the root logger write through
+    redact = RedactInputFilter()
+    for target in (logging.getLogger("bentoml._internal.server.http_app"), *logging.getLogger("bentoml").handlers,
+                   *logging.getLogger().handlers):
+        if not any(isinstance(f, RedactInputFilter) for f in target.filters):
+            target.addFilter(redact)
     root = logging.getLogger("cvm")
     if any(isinstance(f, RequestIdFilter) for h in root.handlers for f in h.filters):
         return
@@ -302,16 +393,22 @@ class CVMService:
                                      Field(max_length=100, description="Offers not to make.")] = [],  # noqa: B006
     ) -> RecommendResponse:
         """The ``k`` best offers for a customer, ranked by expected value (propensity x value x
-        lever - cost), after eligibility, cooldowns and contact caps, with reasons."""
+        lever - cost), after eligibility, cooldowns and contact caps, with reasons. A service
+        started without an offer catalog answers 404 saying how to add one (``/score`` works)."""
         t0 = time.perf_counter()
         state = self.holder.state
         if state is None:
             return self._not_ready()
+        if state.catalog is None:  # 404: the service has no offers to recommend (RFC 9110 15.5.5); not
+            # retried (no 503: nothing is temporary), not cached (a catalog may be added), nothing logged
+            return Response(json.dumps({"error": engine.no_catalog_message(state.dataset),
+                                        "request_id": REQUEST_ID.get()}), status_code=404,
+                            media_type="application/json", headers={"Cache-Control": "no-store"})
         if channel is not None and channel not in state.catalog.channels:
             return _client_error(f"channel: unknown channel {channel!r}; channels are {state.catalog.channels}")
         try:
-            answer = await _compute(1, engine.recommend, state, customer_id, decisions=self.decisions, k=k,
-                                    channel=channel, exclude_offer_ids=exclude_offer_ids)
+            answer = await _in_thread(engine.recommend, state, customer_id, decisions=self.decisions, k=k,
+                                      channel=channel, exclude_offer_ids=exclude_offer_ids)
         except DecisionStoreUnavailable as exc:
             _metric("unavailable").labels(reason="decision_log").inc()
             log.error("recommend refused: %s", exc)
@@ -336,7 +433,7 @@ class CVMService:
         skipped and counted in ``duplicates``. ``not_shown`` releases a decision that was
         never shown to the customer: it stops counting toward caps and cooldowns."""
         try:
-            counts = await _compute(len(outcomes), self.decisions.record_outcomes, outcomes)
+            counts = await _in_thread(self.decisions.record_outcomes, outcomes)
         except OutcomeError as exc:
             _metric("outcomes").labels(result="refused").inc(len(outcomes))
             return _client_error(str(exc), status=422)

@@ -361,6 +361,8 @@ class PostgresDecisionStore(_Store):
             with contextlib.suppress(Exception):  # a broken connection may fail to close
                 con.close()
             self._local.con = None
+            with self._guard:
+                self._all = [c for c in self._all if c is not con]
 
     def _transaction(self, customer_id: str | None = None):
         return _PgTransaction(self, customer_id)
