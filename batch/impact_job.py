@@ -52,7 +52,9 @@ def run_impact(home: Home, dataset: str, start: date, end: date, *, out: Path | 
     finally:
         store.close()
     arms = sorted(set(decisions["arm"])) if len(decisions) else []
-    randomised = len(decisions) > 0 and {"control", "policy"} <= set(arms)
+    # randomised decisions with outcomes: without any outcome there is no response to measure
+    arms_ok = len(decisions) > 0 and {"control", "policy"} <= set(arms)
+    randomised = arms_ok and len(outcomes) > 0
     out = out or home.batch(dataset) / "impact" / f"{start}_{end}"
     report = None
     if randomised:
@@ -62,8 +64,11 @@ def run_impact(home: Home, dataset: str, start: date, end: date, *, out: Path | 
         payload = {"dataset": dataset, "randomised": True, **report.to_dict()}
     else:
         payload = {"dataset": dataset, "randomised": False, "start": str(start), "end": str(end),
-                   "decisions": len(decisions), "arms": arms,
-                   "message": ("no randomised decisions in this window: the log holds no decisions with both a "
+                   "decisions": len(decisions), "arms": arms, "outcomes": len(outcomes),
+                   "message": (f"{len(decisions):,} decisions with a control group in this window, but no outcome "
+                               "reported for them (POST /outcomes, cvm outcomes ingest): no response to measure"
+                               if arms_ok else
+                               "no randomised decisions in this window: the log holds no decisions with both a "
                                "control and a policy arm, so there is no lift to measure (Complete Journey's "
                                "campaigns were not randomised; decisions logged by cvm serve or cvm score-batch "
                                "with the catalog's experiment are)")}

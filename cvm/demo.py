@@ -130,8 +130,10 @@ def call_service(home: Path, dataset: str, customer_id: str) -> None:
     console.print(f"POST /score {customer_id}: segment {r['rfm_segment']}, churn {r['churn_probability']:.3f}, "
                   f"next purchase {r['next_purchase_probability']:.3f}, CLV {r['clv']:.2f}; churn driven by "
                   + ", ".join(f"{x['feature']} ({x['effect']})" for x in r["reasons"].get("churn", [])))
-    console.print(f"POST /recommend {customer_id}: " + "; ".join(
-        f"{o['offer_id']} (expected value {o['expected_value']:.2f})" for o in rec["offers"]))
+    console.print(f"POST /recommend {customer_id}: decision {rec['decision_id']} (arm {rec['arm']}, pscore "
+                  f"{rec['pscore']:.3f}, logged before the answer): " + ("; ".join(
+                      f"{o['offer_id']} (expected value {o['expected_value']:.2f})" for o in rec["offers"])
+                      or rec.get("control_group") or "no offer qualifies"))
     console.print("without a key: 401. Serve it yourself: `cvm serve` (the key above is read from "
                   f"{path}); try: curl -H 'Authorization: Bearer {key}' -d "
                   f"'{{\"customer_ids\": [\"{customer_id}\"]}}' -H 'Content-Type: application/json' "

@@ -44,7 +44,7 @@ TITLE = "Measured impact"
 HORIZON_DAYS = 28
 MIN_CUSTOMERS = 100
 
-Status = Literal["measured", "no_log", "not_randomised", "unavailable"]
+Status = Literal["measured", "no_log", "not_randomised", "no_outcomes", "unavailable"]
 
 #: what each arm received, for the tables
 ARM_LABEL = {"control": "control group: no offer", "exploration": "exploration: a random eligible offer",
@@ -121,6 +121,8 @@ def load_impact(home: Home, dataset: str, as_of: date, *, period_days: int, deci
     if not {"control", "policy"} <= set(arms):
         return MeasuredImpact(**base, **counts, status="not_randomised")
     late = outcomes["occurred_us"].astype("int64") >= to_us(hi)
+    if not (~late).any():  # randomised, but nothing came back: no response to measure (not a zero lift)
+        return MeasuredImpact(**base, **counts, status="no_outcomes")
     frame, events = frames_from_log(decisions, outcomes[~late])
     try:
         report = measure_impact(frame, events, start=lo, end=hi, horizon_days=horizon_days,
@@ -321,6 +323,10 @@ def _no_numbers(imp: MeasuredImpact, number: str) -> str:
             what = "no decision has been logged for this dataset yet"
         elif imp.decisions == 0:
             what = "the decision log holds no decision made in this period"
+        elif imp.status == "no_outcomes":
+            what = (f"the decision log holds {imp.decisions:,} decisions made in this period with a control group, "
+                    "but no outcome (impression, click, conversion) has been reported for them, so there is no "
+                    "response to compare; report outcomes with POST /outcomes or cvm outcomes ingest")
         else:
             arms = ", ".join(imp.arms)
             what = (f"the decision log holds {imp.decisions:,} decisions made in this period, but only in the "

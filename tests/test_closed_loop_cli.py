@@ -88,3 +88,14 @@ def test_impact_without_randomised_arms_says_so(tmp_path: Path):
     assert r.exit_code == 0, r.output
     assert "no randomised decisions" in r.output
     assert json.loads((tmp_path / "o" / "impact.json").read_text())["randomised"] is False
+
+
+def test_impact_of_randomised_decisions_without_outcomes_says_there_is_nothing_to_measure(tmp_path: Path):
+    home = Home(tmp_path / "home")
+    _log(home)  # control and policy decisions, no outcome reported
+    r = CliRunner().invoke(app, ["nbo", "impact", "--from", "2026-03-01", "--to", "2026-03-08", "--dataset", "shop",
+                                 "--out", str(tmp_path / "o"), "--home", str(home.root)])
+    assert r.exit_code == 0, r.output
+    payload = json.loads((tmp_path / "o" / "impact.json").read_text())
+    assert payload["randomised"] is False and payload["decisions"] == 400 and payload["outcomes"] == 0
+    assert "no outcome" in payload["message"]

@@ -234,6 +234,13 @@ def test_impact_section_without_a_log_says_so_and_creates_nothing(home, monkeypa
     measured, text = _impact_section(home)
     assert measured.status == "not_randomised" and measured.decisions == 1
     assert "No randomised decisions in this period" in text and "only in the policy arm" in text
+    # a control group and the policy, but no outcome reported: nothing to measure, not a zero lift
+    store = SQLiteDecisionStore(home.decisions("shop") / "decisions.sqlite")
+    store.log([Decision("y", to_us(pd.Timestamp("2026-03-02").to_pydatetime()), "control", None, None, 0.05, "A")])
+    store.close()
+    measured, text = _impact_section(home)
+    assert measured.status == "no_outcomes" and measured.decisions == 2
+    assert "no outcome" in text and "<table" not in text and "plotly" not in text
     # and a log whose decisions are all after the period (the batch of as_of decides at 00:00 of as_of)
     measured, text = _impact_section(home, date(2026, 3, 1))
     assert measured.status == "not_randomised" and "no decision made in this period" in text
