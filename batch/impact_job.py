@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -38,10 +38,61 @@ def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
     return datetime.combine(start, time()), datetime.combine(end, time())
 
 
+def attributed_outcomes(home: Home, dataset_spec: str, decisions: pd.DataFrame, outcomes: pd.DataFrame, *,
+                        catalog_path: Path | None, horizon_days: int, end: datetime) -> pd.DataFrame:
+    """The log's outcomes with its conversions replaced by those attributed from the dataset's
+    transactions (``scoring.attribution``: the rule is ``RULE``), in the log's outcome columns."""
+    import ibis
+
+    from base.engines import open_engine
+    from profiles.link import linked_tables
+    from scoring.attribution import attribute_conversions
+    from scoring.catalog import load_catalog, no_catalog_message, resolve_catalog_path
+    from sources.dataset import resolve_dataset
+    from sources.load import load_sources
+
+    ds = resolve_dataset(dataset_spec, home)
+    path = resolve_catalog_path(dataset_spec, catalog_path)
+    if path is None:
+        raise ValueError(f"--attribute needs the offers' target categories: {no_catalog_message(ds.name)}")
+    catalog = load_catalog(path)
+    categories = {o.id: o.target_category for o in catalog.offers if o.target_category}
+    frame, _ = frames_from_log(decisions, outcomes)
+    if frame.empty:
+        return outcomes
+    first = frame["timestamp"].min().tz_convert(None).to_pydatetime()
+    last = end + timedelta(days=horizon_days)
+    with open_engine("duckdb", temp_dir=home.tmp(ensure=True)) as engine:
+        tables, _ = linked_tables(load_sources(ds, engine), last.date())
+        tx = tables["transactions"]
+        window = tx.filter((tx.timestamp > ibis.timestamp(first)) & (tx.timestamp < ibis.timestamp(last))
+                           & tx.category.notnull())
+        purchases = engine.execute(window.select("customer_id", "category", "timestamp", "amount"))
+    purchases["customer_id"] = purchases["customer_id"].astype(str)
+    purchases["timestamp"] = pd.to_datetime(purchases["timestamp"], utc=True)
+    converts = attribute_conversions(frame, purchases, categories, horizon_days=horizon_days)
+    who = decisions.set_index("decision_id")
+    rows = pd.DataFrame({
+        "outcome_id": converts["outcome_id"], "decision_id": converts["decision_id"],
+        "customer_id": who.loc[converts["decision_id"], "customer_id"].to_numpy(),
+        "offer_id": who.loc[converts["decision_id"], "offer_id"].to_numpy(), "type": "convert",
+        "occurred_us": ((pd.to_datetime(converts["timestamp"], utc=True) - pd.Timestamp(0, tz="UTC"))
+                        // pd.Timedelta(microseconds=1)).astype("int64"),
+        "value": converts["value"].astype("float64"), "received_us": 0})
+    kept = outcomes[outcomes["type"] != "convert"]
+    return pd.concat([kept, rows[list(outcomes.columns)]], ignore_index=True) if len(rows) else kept
+
+
 def run_impact(home: Home, dataset: str, start: date, end: date, *, out: Path | None = None,
-               decisions_url: str | None = None, horizon_days: int = 28, min_customers: int = 100) -> ImpactResult:
+               decisions_url: str | None = None, horizon_days: int = 28, min_customers: int = 100,
+               attribute: bool = False, dataset_spec: str | None = None,
+               catalog_path: Path | None = None) -> ImpactResult:
     """Measure the window ``[start, end)`` (dates, UTC) and write ``impact.json`` under ``out``
-    (default ``$CVM_HOME/batch/<dataset>/impact/<start>_<end>/``)."""
+    (default ``$CVM_HOME/batch/<dataset>/impact/<start>_<end>/``). With ``attribute``,
+    conversions come from the dataset's transactions (``scoring.attribution.RULE``) instead of
+    the reported ``convert`` outcomes."""
+    from scoring.attribution import RULE
+
     if end <= start:
         raise ValueError(f"--to {end} must be after --from {start}")
     lo, hi = _bounds(start, end)
@@ -51,6 +102,9 @@ def run_impact(home: Home, dataset: str, start: date, end: date, *, out: Path | 
         outcomes = store.outcomes(to_us(lo), to_us(hi))
     finally:
         store.close()
+    if attribute:
+        outcomes = attributed_outcomes(home, dataset_spec or dataset, decisions, outcomes,
+                                       catalog_path=catalog_path, horizon_days=horizon_days, end=hi)
     arms = sorted(set(decisions["arm"])) if len(decisions) else []
     # randomised decisions with outcomes: without any outcome there is no response to measure
     arms_ok = len(decisions) > 0 and {"control", "policy"} <= set(arms)
@@ -61,7 +115,9 @@ def run_impact(home: Home, dataset: str, start: date, end: date, *, out: Path | 
         frame, events = frames_from_log(decisions, outcomes)
         report = measure_impact(frame, events, start=lo, end=hi, horizon_days=horizon_days,
                                 min_customers=min_customers)
-        payload = {"dataset": dataset, "randomised": True, **report.to_dict()}
+        payload = {"dataset": dataset, "randomised": True,
+                   "conversions": RULE.format(h=horizon_days) if attribute else "reported convert outcomes",
+                   **report.to_dict()}
     else:
         payload = {"dataset": dataset, "randomised": False, "start": str(start), "end": str(end),
                    "decisions": len(decisions), "arms": arms, "outcomes": len(outcomes),

@@ -62,6 +62,12 @@ def nbo_impact(
                                               "outcomes count.")] = 28,
     min_customers: Annotated[int, typer.Option("--min-customers", min=1, help="Fewer customers in an arm: not "
                                                "enough data to call.")] = 100,
+    attribute: Annotated[bool, typer.Option("--attribute/--no-attribute", help="Conversions from the dataset's "
+                                            "transactions: a purchase in the offer's target category within the "
+                                            "horizon after the decision (control: the policy's would-be offer), "
+                                            "instead of the reported convert outcomes.")] = False,
+    catalog: Annotated[Path | None, typer.Option("--catalog", help="Offer catalog YAML (the offers' target "
+                                                 "categories, for --attribute); default: the dataset's.")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Measured impact of the offer policy from the decision log's randomised arms: per arm and per offer customers,
@@ -75,8 +81,11 @@ def nbo_impact(
     h = home_of(home)
     name = _dataset(dataset)
     result = run(lambda: run_impact(h, name, start, end, out=out, decisions_url=_url(), horizon_days=horizon_days,
-                                    min_customers=min_customers), ValueError)
+                                    min_customers=min_customers, attribute=attribute, dataset_spec=dataset,
+                                    catalog_path=catalog), ValueError)
     print_impact(result)
+    if result.randomised:
+        console.print(f"conversions: {result.payload['conversions']}", soft_wrap=True)
     quiet_mlflow()
     run_id = log_to_mlflow(result, h.mlflow_tracking_uri(), name)
     console.print(f"wrote {result.path}; logged to MLflow run {run_id} (experiment cvm-impact)", soft_wrap=True)
