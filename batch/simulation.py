@@ -120,54 +120,121 @@ def _subset(cs: CustomerScores, rows: np.ndarray) -> CustomerScores:
         cross_sell=cs.cross_sell[rows], categories=cs.categories, days_since_category=cs.days_since_category[rows])
 
 
-def simulate(*, frame: pd.DataFrame, champions: dict[str, Champion], catalog: Catalog, spend_window_days: int,
-             history: ContactHistory | None, person: pd.Series, response: pd.DataFrame, store: SQLiteDecisionStore,
+class LocalDecider:
+    """Decisions through the scoring core in this process, logged in the simulation's own log."""
+
+    def __init__(self, cs: CustomerScores, *, catalog: Catalog, spend: CategorySpend, history: ContactHistory | None,
+                 store: SQLiteDecisionStore, versions: Versions, key: str, k: int = 1):
+        self.cs, self.catalog, self.spend, self.history, self.store = cs, catalog, spend, history, store
+        self.versions, self.key, self.k = versions, key, k
+
+    def decide(self, rows: np.ndarray, now: datetime, day: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(decision ids, arms, index of the first offer shown or -1) of the visitors ``rows``."""
+        now_us = to_us(now)
+        ids = np.asarray(self.cs.customer_ids, dtype=object)[rows]
+        decision_ids = batch_decision_ids(ids, f"{self.key}:{day}")
+        table, _, c = decide_many(_subset(self.cs, rows), catalog=self.catalog, spend=self.spend, history=self.history,
+                                  live=self.store.live(since_us(self.catalog, now_us)), now_us=now_us,
+                                  versions=self.versions, decision_ids=decision_ids, k=self.k, source="simulation")
+        self.store.log_table(pd.DataFrame(table))
+        return decision_ids, c.arm, c.first
+
+    def report(self, outcomes: list[Outcome]) -> None:
+        for i in range(0, len(outcomes), 1000):
+            self.store.record_outcomes(outcomes[i:i + 1000])
+
+    def log(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return self.store.decisions(), self.store.outcomes()
+
+
+class RemoteDecider:
+    """Decisions by a running ``cvm serve --simulation-clock`` over HTTP (``cvm simulate --url``):
+    each visitor is a ``POST /recommend`` with the simulated time in ``at``, outcomes go to
+    ``POST /outcomes``; the log the measurement reads is what the answers said."""
+
+    def __init__(self, url: str, api_key: str, customer_ids: np.ndarray, catalog: Catalog, k: int = 1):
+        import httpx
+
+        self.client = httpx.Client(base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {api_key}"},
+                                   timeout=30)
+        self.ids, self.k = customer_ids, k
+        self.index = {o.id: j for j, o in enumerate(catalog.offers)}
+        self.decisions: list[dict] = []
+        self.outcomes: list[dict] = []
+
+    def _post(self, path: str, body: dict) -> dict:
+        r = self.client.post(path, json=body)
+        if r.status_code != 200:
+            raise SimulationError(f"{path} answered {r.status_code}: {r.text[:300]}")
+        return r.json()
+
+    def decide(self, rows: np.ndarray, now: datetime, day: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ids, arms, first = [], [], []
+        for cid in self.ids[rows]:
+            a = self._post("/recommend", {"customer_id": str(cid), "k": self.k,
+                                          "at": now.replace(tzinfo=UTC).isoformat()})
+            offer = a["offers"][0]["offer_id"] if a["offers"] else None
+            if offer is not None and offer not in self.index:
+                raise SimulationError(f"the server offered {offer!r}, which the simulation's catalog lacks: give "
+                                      "cvm simulate the server's catalog (--catalog)")
+            ids.append(a["decision_id"])
+            arms.append(a["arm"])
+            first.append(self.index[offer] if offer is not None else -1)
+            self.decisions.append({"decision_id": a["decision_id"], "customer_id": str(cid), "arm": a["arm"],
+                                   "offer_id": offer, "policy_offer_id": None, "decided_us": to_us(now),
+                                   "released": False})
+        return np.asarray(ids, dtype=object), np.asarray(arms, dtype=object), np.asarray(first, dtype="int64")
+
+    def report(self, outcomes: list[Outcome]) -> None:
+        for i in range(0, len(outcomes), 1000):
+            part = outcomes[i:i + 1000]
+            self._post("/outcomes", {"outcomes": [o.model_dump(mode="json") for o in part]})
+            self.outcomes += [{"decision_id": o.decision_id, "type": o.type, "occurred_us": to_us(o.timestamp),
+                               "value": o.value} for o in part]
+
+    def log(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        self.client.close()
+        return (pd.DataFrame(self.decisions, columns=["decision_id", "customer_id", "arm", "offer_id",
+                                                      "policy_offer_id", "decided_us", "released"]),
+                pd.DataFrame(self.outcomes, columns=["decision_id", "type", "occurred_us", "value"]))
+
+
+def simulate(*, customer_ids: np.ndarray, decider, catalog: Catalog, person: pd.Series, response: pd.DataFrame,
              start: date, days: int, seed: int, visit_rate: float = 0.1, reject_rate: float = 0.05,
-             horizon_days: int = 28, mean_value: float = 20.0, k: int = 1,
+             horizon_days: int = 28, mean_value: float = 20.0,
              progress: Callable[[int], None] | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
     """Run the loop; returns per decided customer (arm, P_treated-as-shown, P_none) and the true lifts."""
     rng = np.random.default_rng([seed, 14])
-    cs, categories = _scores(frame, champions)
-    spend = CategorySpend.from_snapshot(block_from_frame(frame, ["monetary", *(f"spend_share_{slug(c)}"
-                                                                               for c in categories)]),
-                                        categories, window_days=spend_window_days,
-                                        horizon_days=catalog.horizon_days) if categories else CategorySpend({})
     targets = sorted({o.target_category for o in catalog.offers if o.target_category})
     offer_target = np.array([targets.index(o.target_category) if o.target_category else -1
                              for o in catalog.offers] + [-1])
-    ids = np.asarray(cs.customer_ids, dtype=object)
+    ids = np.asarray(customer_ids, dtype=object)
     n = len(ids)
     p_control, p_treated = response_matrix(ids, person, response, targets)
     shown = np.zeros((n, len(targets)), dtype=bool)
     first_decision = np.full(n, None, dtype=object)
     first_time = np.zeros(n, dtype="int64")
     arm_of = np.full(n, None, dtype=object)
-    versions = Versions({t: c.version for t, c in champions.items()}, catalog.version, "simulation")
     for d in range(days):
         now = datetime.combine(start + timedelta(days=d), time(DECISION_HOUR))
         now_us = to_us(now)
         rows = np.flatnonzero(rng.random(n) < visit_rate)
         if len(rows):
-            decision_ids = batch_decision_ids(ids[rows], f"simulation:{seed}:{start}:{d}")
-            table, _, c = decide_many(_subset(cs, rows), catalog=catalog, spend=spend, history=history,
-                                      live=store.live(since_us(catalog, now_us)), now_us=now_us, versions=versions,
-                                      decision_ids=decision_ids, k=k, source="simulation")
-            store.log_table(pd.DataFrame(table))
-            target = offer_target[c.first]
+            decision_ids, arms, first = decider.decide(rows, now, d)
+            target = offer_target[first]
             treated = target >= 0
             shown[rows[treated], target[treated]] = True
             new = pd.isna(first_decision[rows])
             first_decision[rows[new]] = decision_ids[new]
             first_time[rows[new]] = now_us
-            arm_of[rows[new]] = c.arm[new]
-            seen = np.flatnonzero(c.first >= 0)
+            arm_of[rows[new]] = arms[new]
+            seen = np.flatnonzero(first >= 0)
             outcomes = [Outcome(outcome_id=f"{decision_ids[i]}-impression", decision_id=decision_ids[i],
                                 type="impression", timestamp=now + timedelta(hours=1)) for i in seen]
             rejects = seen[rng.random(len(seen)) < reject_rate]
             outcomes += [Outcome(outcome_id=f"{decision_ids[i]}-reject", decision_id=decision_ids[i], type="reject",
                                  timestamp=now + timedelta(hours=2)) for i in rejects]
-            for i in range(0, len(outcomes), 1000):
-                store.record_outcomes(outcomes[i:i + 1000])
+            decider.report(outcomes)
         if progress is not None:
             progress(1)
     decided = np.flatnonzero(~pd.isna(first_decision))
@@ -180,8 +247,7 @@ def simulate(*, frame: pd.DataFrame, champions: dict[str, Champion], catalog: Ca
                       timestamp=datetime.fromtimestamp(first_time[i] / 1e6, tz=UTC) + timedelta(days=float(delay[j])),
                       value=float(values[j]))
               for j, i in enumerate(decided) if converted[j]]
-    for i in range(0, len(events), 1000):
-        store.record_outcomes(events[i:i + 1000])
+    decider.report(events)
     table = pd.DataFrame({"customer_id": ids[decided], "arm": arm_of[decided], "p_as_shown": p_as_shown,
                           "p_none": p_none, "converted": converted})
     policy = table[table["arm"] == "policy"]
@@ -198,9 +264,11 @@ def simulate(*, frame: pd.DataFrame, champions: dict[str, Champion], catalog: Ca
 
 def run_simulation(home: Home, dataset, start: date, days: int, *, catalog: Catalog, champions: dict[str, Champion],
                    seed: int = 0, visit_rate: float = 0.1, out: Path | None = None, horizon_days: int = 28,
-                   min_customers: int = 30, progress: Callable[[int], None] | None = None) -> SimulationResult:
+                   min_customers: int = 30, progress: Callable[[int], None] | None = None,
+                   url: str | None = None, api_key: str | None = None) -> SimulationResult:
     """Simulate ``days`` days from ``start`` on ``dataset`` (a ``sources.dataset.Dataset``
-    written by ``cvm synth``) and measure the impact; writes ``simulation.json``."""
+    written by ``cvm synth``) and measure the impact; writes ``simulation.json``. With
+    ``url``, a running ``cvm serve --simulation-clock`` decides over HTTP instead."""
     from sources.synth.truth import person_of_record, read_response
 
     if days < 1:
@@ -225,18 +293,33 @@ def run_simulation(home: Home, dataset, start: date, days: int, *, catalog: Cata
     window = feature_config(read_metadata(snap_dir.parent, start)).rfm_window_days
     out = out or home.batch(dataset.name) / "simulations" / f"{start}_{days}d_seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "decisions.sqlite"
-    for suffix in ("", "-wal", "-shm"):  # a rerun starts from an empty log
-        Path(str(log_path) + suffix).unlink(missing_ok=True)
-    store = SQLiteDecisionStore(log_path)
+    ids = frame["customer_id"].astype(str).to_numpy(dtype=object)
+    store = None
+    if url is None:
+        log_path = out / "decisions.sqlite"
+        for suffix in ("", "-wal", "-shm"):  # a rerun starts from an empty log
+            Path(str(log_path) + suffix).unlink(missing_ok=True)
+        store = SQLiteDecisionStore(log_path)
+        cs, categories = _scores(frame, champions)
+        spend = (CategorySpend.from_snapshot(block_from_frame(frame, ["monetary", *(f"spend_share_{slug(c)}"
+                                                                                    for c in categories)]),
+                                             categories, window_days=window, horizon_days=catalog.horizon_days)
+                 if categories else CategorySpend({}))
+        versions = Versions({t: c.version for t, c in champions.items()}, catalog.version, "simulation")
+        decider = LocalDecider(cs, catalog=catalog, spend=spend, history=history, store=store, versions=versions,
+                               key=f"simulation:{seed}:{start}")
+    else:
+        if not api_key:
+            raise SimulationError("--url needs an API key: set CVM_API_KEYS (or --api-key)")
+        decider = RemoteDecider(url, api_key, ids, catalog)
     try:
-        table, truth = simulate(frame=frame, champions=champions, catalog=catalog, spend_window_days=window,
-                                history=history, person=person, response=response, store=store, start=start,
-                                days=days, seed=seed, visit_rate=visit_rate, horizon_days=horizon_days,
+        table, truth = simulate(customer_ids=ids, decider=decider, catalog=catalog, person=person, response=response,
+                                start=start, days=days, seed=seed, visit_rate=visit_rate, horizon_days=horizon_days,
                                 progress=progress)
-        decisions, outcomes = store.decisions(), store.outcomes()
+        decisions, outcomes = decider.log()
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     from scoring.impact import frames_from_log
 
     lo = datetime.combine(start, time())
@@ -253,6 +336,7 @@ def run_simulation(home: Home, dataset, start: date, days: int, *, catalog: Cata
         measured[key] = {"estimate": iv.estimate, "low": iv.low, "high": iv.high, "method": iv.method,
                          "true": true, "covered": bool(covered), "verdict": lift.verdict}
     payload = {"dataset": dataset.name, "start": str(start), "days": days, "seed": seed, "visit_rate": visit_rate,
+               "decided_by": url or "in process (scoring.live.decide_many)",
                "decisions": len(decisions), "customers": len(table),
                "arms": {str(a): int(v) for a, v in table["arm"].value_counts().sort_index().items()},
                "true_lift": truth, "measured": measured,
@@ -265,7 +349,8 @@ def run_simulation(home: Home, dataset, start: date, days: int, *, catalog: Cata
 
 def simulate_dataset(home: Home, dataset_spec: str, start: date, days: int, *, catalog_path: Path | None = None,
                      seed: int = 0, visit_rate: float = 0.1, out: Path | None = None,
-                     progress: Callable[[int], None] | None = None) -> SimulationResult:
+                     progress: Callable[[int], None] | None = None, url: str | None = None,
+                     api_key: str | None = None) -> SimulationResult:
     """``cvm simulate``: the dataset, the champions and the catalog resolved, then ``run_simulation``."""
     from scoring.catalog import default_catalog_path, load_catalog
     from scoring.champions import RegistrySource
@@ -275,4 +360,4 @@ def simulate_dataset(home: Home, dataset_spec: str, start: date, days: int, *, c
     champions = RegistrySource(home.mlflow_tracking_uri()).champions()
     catalog = load_catalog(catalog_path or default_catalog_path("synthetic"), categories_of(champions))
     return run_simulation(home, dataset, start, days, catalog=catalog, champions=champions, seed=seed,
-                          visit_rate=visit_rate, out=out, progress=progress)
+                          visit_rate=visit_rate, out=out, progress=progress, url=url, api_key=api_key)

@@ -105,6 +105,9 @@ def simulate(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (simulation.json and its own "
                                              "decision log); default $CVM_HOME/batch/<dataset>/simulations/.")]
     = None,
+    url: Annotated[str | None, typer.Option("--url", help="Drive a running `cvm serve --simulation-clock` over "
+                                            "HTTP instead (same dataset and --catalog as the server); the key "
+                                            "comes from CVM_API_KEYS.")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Run the live decision loop day by day on a synthetic dataset whose response to offers is known: decide for the
@@ -126,6 +129,8 @@ def simulate(
             done += n
             bar(done, days)
 
+        key = (os.environ.get("CVM_API_KEYS") or "").split(",")[0].strip() or None
         result = run(lambda: simulate_dataset(h, dataset, start, days, catalog_path=catalog, seed=seed,
-                                              visit_rate=visit_rate, out=out, progress=step), SimulationError)
+                                              visit_rate=visit_rate, out=out, progress=step, url=url, api_key=key),
+                     SimulationError)
     print_simulation(result)

@@ -51,6 +51,9 @@ def serve(
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept requests without an API key. LOCAL USE ONLY.")]
     = False,
     new_key_: Annotated[bool, typer.Option("--new-key", help="Print a freshly generated API key and exit.")] = False,
+    simulation_clock: Annotated[bool, typer.Option("--simulation-clock", help="Let /recommend callers set the "
+                                                   "decision time ('at'), for cvm simulate --url. Never in "
+                                                   "production.")] = False,
     home: HomeOpt = None,
 ) -> None:
     """Serve scores and next-best offers over HTTP (BentoML), from the champion models in the MLflow registry and
@@ -78,7 +81,7 @@ def serve(
     # the server runs in the project root: a dataset directory is passed as an absolute path
     spec = str(Path(dataset).expanduser().resolve()) if Path(dataset).expanduser().is_dir() else dataset
     env = server_env(os.environ, dataset=spec, home=home, catalog=catalog, reload_seconds=reload_seconds,
-                     no_auth=no_auth, workers=workers)
+                     no_auth=no_auth, workers=workers, simulation_clock=simulation_clock)
     try:
         settings = ServiceSettings.from_env(env)
         path = resolve_catalog_path(spec, settings.catalog)

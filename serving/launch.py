@@ -20,7 +20,8 @@ def server_command(host: str, port: int) -> list[str]:
 
 
 def server_env(base: Mapping[str, str], *, dataset: str, home: Path | None = None, catalog: Path | None = None,
-               reload_seconds: float = 30.0, no_auth: bool = False, workers: int = 1) -> dict[str, str]:
+               reload_seconds: float = 30.0, no_auth: bool = False, workers: int = 1,
+               simulation_clock: bool = False) -> dict[str, str]:
     """``base`` (the caller's environment) with the service's settings from ``cvm serve``'s options."""
     env = dict(base)
     if home is not None:
@@ -31,6 +32,8 @@ def server_env(base: Mapping[str, str], *, dataset: str, home: Path | None = Non
         env["CVM_CATALOG"] = str(Path(catalog).resolve())
     if no_auth:
         env["CVM_NO_AUTH"] = "1"
+    if simulation_clock:
+        env["CVM_SIMULATION_CLOCK"] = "1"
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # MLflow's client retries an unreachable server for minutes by default (7 retries,
     # exponential backoff): the service retries on its own, so fail each attempt quickly

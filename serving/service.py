@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime
 from typing import Annotated
 
 import bentoml
@@ -37,6 +38,7 @@ from scoring.decisions import (
     DecisionStoreUnavailable,
     OutcomeError,
     open_decision_store,
+    to_us,
 )
 from scoring.decisions import Outcome as OutcomeEvent
 from scoring.live import PolicyUnavailable
@@ -391,6 +393,8 @@ class CVMService:
         channel: Annotated[str | None, Field(max_length=64, description="Only offers for this channel.")] = None,
         exclude_offer_ids: Annotated[list[Annotated[str, StringConstraints(max_length=64)]],
                                      Field(max_length=100, description="Offers not to make.")] = [],  # noqa: B006
+        at: Annotated[datetime | None, Field(description="The decision's time: only on a server started with "
+                                             "--simulation-clock (cvm simulate --url); default now.")] = None,
     ) -> RecommendResponse:
         """The ``k`` best offers for a customer, ranked by expected value (propensity x value x
         lever - cost), after eligibility, cooldowns and contact caps, with reasons. A service
@@ -406,9 +410,13 @@ class CVMService:
                             media_type="application/json", headers={"Cache-Control": "no-store"})
         if channel is not None and channel not in state.catalog.channels:
             return _client_error(f"channel: unknown channel {channel!r}; channels are {state.catalog.channels}")
+        if at is not None and not self.settings.simulation_clock:
+            return _client_error("at: the decision time can only be set on a server started with --simulation-clock "
+                                 "(CVM_SIMULATION_CLOCK=1)")
+        now_us = to_us(at) if at is not None else None
         try:
             answer = await _in_thread(engine.recommend, state, customer_id, decisions=self.decisions, k=k,
-                                      channel=channel, exclude_offer_ids=exclude_offer_ids)
+                                      channel=channel, exclude_offer_ids=exclude_offer_ids, now_us=now_us)
         except DecisionStoreUnavailable as exc:
             _metric("unavailable").labels(reason="decision_log").inc()
             log.error("recommend refused: %s", exc)

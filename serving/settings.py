@@ -12,6 +12,8 @@ read when the service starts (never at import).
 ``CVM_NO_AUTH``            ``1``: accept requests without a key (local use only, warned loudly)
 ``CVM_RELOAD_SECONDS``     how often champions and the snapshot are checked (default 30, 0: never)
 ``CVM_MODEL_SOURCE``       ``mlflow`` (the registry) or ``bentoml`` (models packed in a Bento)
+``CVM_SIMULATION_CLOCK``   ``1``: /recommend accepts ``at`` (the decision's time), for ``cvm simulate
+                           --url`` driving simulated days; never on a production server
 ``CVM_DECISIONS_URL``      the decision log: ``postgresql://user@host:port/db`` (default: SQLite
                            under ``$CVM_HOME/decisions/<dataset>/``, shared by the workers)
 ``MLFLOW_TRACKING_URI``    registry location (default: the SQLite database under CVM_HOME)
@@ -81,6 +83,7 @@ class ServiceEnv(BaseSettings):
     admin_keys: Annotated[tuple[str, ...], NoDecode] = Field((), description="Keys allowed on /admin/*.")
     admin_keys_file: Path | None = Field(None, description="File with one admin key per line.")
     no_auth: bool = Field(False, description="Accept requests without a key (local use only).")
+    simulation_clock: bool = Field(False, description="Let /recommend callers set the decision time (simulations).")
     reload_seconds: float = Field(30.0, ge=0, description="Seconds between checks for new champions and "
                                   "snapshots (0: only on /admin/reload).")
     model_source: Literal["mlflow", "bentoml"] | None = Field(
@@ -108,7 +111,7 @@ class ServiceEnv(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("no_auth", mode="before")
+    @field_validator("no_auth", "simulation_clock", mode="before")
     @classmethod
     def _empty_is_false(cls, value: object) -> object:
         return False if value == "" else value
@@ -153,6 +156,7 @@ class ServiceSettings(BaseModel):
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()
     no_auth: bool = False
+    simulation_clock: bool = False
     reload_seconds: float = Field(30.0, ge=0)
     model_source: Literal["mlflow", "bentoml"] = "mlflow"
     tracking_uri: str = ""
@@ -185,7 +189,7 @@ class ServiceSettings(BaseModel):
             home=home.root, dataset=raw.dataset, catalog=raw.catalog,
             api_keys=_keys(raw.api_keys, keys_file, "CVM_API_KEYS"),
             admin_keys=_keys(raw.admin_keys, raw.admin_keys_file, "CVM_ADMIN_KEYS"),
-            no_auth=raw.no_auth, reload_seconds=raw.reload_seconds,
+            no_auth=raw.no_auth, simulation_clock=raw.simulation_clock, reload_seconds=raw.reload_seconds,
             model_source=raw.model_source or ("bentoml" if in_bento else "mlflow"),
             tracking_uri=raw.mlflow_tracking_uri or home.default_mlflow_uri(),
             decisions_url=raw.decisions_url,

@@ -35,11 +35,7 @@ def test_golden_to_person_takes_the_majority_of_the_records():
     assert golden_to_person(profile_map, records).to_dict() == {"G1": 7, "G2": 3}
 
 
-def test_the_simulation_recovers_the_true_lift(served_home, tmp_path):
-    from typer.testing import CliRunner
-
-    from cvm.cli import app
-
+def _sim_catalog(served_home, tmp_path):
     catalog = catalog_for(served_home.categories)
     # cross-sell offers only: the simulated outcome (buying in an offered category) is what they move
     catalog["offers"] = [o for o in catalog["offers"] if o["type"] == "cross_sell"]
@@ -47,6 +43,15 @@ def test_the_simulation_recovers_the_true_lift(served_home, tmp_path):
     catalog["experiment"] = {"salt": "sim", "control_share": 0.3, "exploration_share": 0.2}
     path = tmp_path / "catalog.yaml"
     path.write_text(yaml.safe_dump(catalog, sort_keys=False))
+    return path
+
+
+def test_the_simulation_recovers_the_true_lift(served_home, tmp_path):
+    from typer.testing import CliRunner
+
+    from cvm.cli import app
+
+    path = _sim_catalog(served_home, tmp_path)
     out = tmp_path / "sim"
     r = CliRunner().invoke(app, ["simulate", "--dataset", str(served_home.dataset), "--from", AS_OF, "--days", "14",
                                  "--visit-rate", "0.3", "--seed", "1", "--catalog", str(path), "--out", str(out),
@@ -81,3 +86,50 @@ def _no_simulated(served_home) -> bool:
         return (store.decisions()["source"] != "simulation").all()
     finally:
         store.close()
+
+
+@pytest.mark.server
+def test_the_simulation_drives_a_running_service_over_http(served_home, tmp_path, monkeypatch):
+    """`cvm simulate --url`: the same loop through `cvm serve --simulation-clock`; a server
+    without the flag refuses a client-set decision time."""
+    import dataclasses
+
+    import httpx
+    from typer.testing import CliRunner
+
+    from cvm.cli import app
+    from scoring.decisions import SQLiteDecisionStore
+    from tests.serving_fixtures import API_KEY, start_server, stop_server
+
+    path = _sim_catalog(served_home, tmp_path)
+    served = dataclasses.replace(served_home, catalog=path)
+    log_path = tmp_path / "server-decisions.sqlite"
+    server = start_server(served, tmp_path / "sim-server.log", reload_seconds=0,
+                          extra_env={"CVM_DECISIONS_URL": f"sqlite:///{log_path}"}, args=["--simulation-clock"])
+    try:
+        monkeypatch.setenv("CVM_API_KEYS", API_KEY)
+        out = tmp_path / "sim-http"
+        r = CliRunner().invoke(app, ["simulate", "--dataset", str(served_home.dataset), "--from", AS_OF,
+                                     "--days", "7", "--visit-rate", "0.2", "--seed", "2", "--catalog", str(path),
+                                     "--out", str(out), "--url", server.url, "--home", str(served_home.home)])
+        assert r.exit_code == 0, r.output
+    finally:
+        stop_server(server)
+    result = json.loads((out / "simulation.json").read_text())
+    assert result["decided_by"] == server.url and result["decisions"] > 300
+    store = SQLiteDecisionStore(log_path)  # every simulated decision is in the server's log, at simulated times
+    logged = store.decisions()
+    store.close()
+    assert len(logged) == result["decisions"]
+    days = pd.to_datetime(logged["decided_us"], unit="us").dt.date.astype(str)
+    assert days.min() == AS_OF and days.nunique() == 7
+    assert result["measured"]["conversion_rate.policy_vs_control"]["covered"]
+
+    plain = start_server(served_home, tmp_path / "plain.log", reload_seconds=0,
+                         extra_env={"CVM_DECISIONS_URL": f"sqlite:///{tmp_path / 'plain.sqlite'}"})
+    try:
+        with httpx.Client(base_url=plain.url, headers={"Authorization": f"Bearer {API_KEY}"}) as c:
+            refused = c.post("/recommend", json={"customer_id": "x", "at": "2025-07-02T10:00:00Z"})
+    finally:
+        stop_server(plain)
+    assert refused.status_code == 400 and "simulation-clock" in refused.json()["error"]
