@@ -135,13 +135,17 @@ def run_impact(home: Home, dataset: str, start: date, end: date, *, out: Path | 
 
 
 def log_to_mlflow(result: ImpactResult, tracking_uri: str, dataset: str) -> str:
-    """Log the measurement (figures as metrics, impact.json as an artifact); the run id."""
-    import mlflow
+    """Log the measurement (figures as metrics, impact.json as an artifact); the run id. Uses a
+    client bound to ``tracking_uri``: the process's MLflow settings are left as they were."""
+    from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(EXPERIMENT)
-    with mlflow.start_run(run_name=f"impact {result.payload.get('start')}..{result.payload.get('end')}") as run:
-        mlflow.set_tags({"dataset": dataset, "randomised": str(result.randomised).lower()})
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment is not None else client.create_experiment(EXPERIMENT)
+    run = client.create_run(experiment_id, run_name=f"impact {result.payload.get('start')}..{result.payload.get('end')}",
+                            tags={"dataset": dataset, "randomised": str(result.randomised).lower()})
+    run_id = run.info.run_id
+    try:
         if result.report is not None:
             for lift in result.report.lifts:
                 key = f"{lift.metric}.{lift.test}_vs_{lift.reference}"
@@ -149,12 +153,14 @@ def log_to_mlflow(result: ImpactResult, tracking_uri: str, dataset: str) -> str:
                     for part in ("estimate", "low", "high"):
                         value = getattr(iv, part)
                         if value is not None and pd.notna(value):
-                            mlflow.log_metric(f"{key}.{name}.{part}", float(value))
+                            client.log_metric(run_id, f"{key}.{name}.{part}", float(value))
             for arm in ARMS:
                 try:
                     stats = result.report.arm(arm)
                 except KeyError:
                     continue
-                mlflow.log_metric(f"customers.{arm}", stats.customers)
-        mlflow.log_artifact(str(result.path))
-        return run.info.run_id
+                client.log_metric(run_id, f"customers.{arm}", stats.customers)
+        client.log_artifact(run_id, str(result.path))
+    finally:
+        client.set_terminated(run_id)
+    return run_id

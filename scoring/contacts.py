@@ -143,8 +143,10 @@ def live_state(customer_ids: Sequence[str], catalog: Catalog, contacts: pd.DataF
     offer_index = pd.Index([o.id for o in catalog.offers])
     if len(contacts):
         row = index.get_indexer(contacts["customer_id"].astype(str).to_numpy(dtype=object))
-        age = (now_us - contacts["decided_us"].to_numpy(dtype="int64")) // DAY_US + 1
-        keep = (row >= 0) & (age >= 1)  # decisions after now (clock skew) do not count yet
+        # a decision logged "after" now (another worker's clock or request read the time later
+        # but committed first) is a contact made just now: it counts, as 1 day old
+        age = np.maximum((now_us - contacts["decided_us"].to_numpy(dtype="int64")) // DAY_US + 1, 1)
+        keep = row >= 0
         row, age = row[keep], age[keep]
         j = offer_index.get_indexer(contacts["offer_id"].astype(str).to_numpy(dtype=object))[keep]
         for k, cap in enumerate(catalog.contact_policy.caps):

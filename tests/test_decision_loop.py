@@ -292,3 +292,10 @@ def test_a_batch_rerun_replaces_its_decisions(store):
     assert len(logged) == 1 and logged.loc[0, "arm"] == "control" and logged.loc[0, "offer_id"] is None
     contacts, _ = store.live(0)
     assert contacts.empty  # a control decision is not a contact
+
+
+def test_a_decision_logged_after_the_deciders_clock_still_counts(store):
+    # request X read the clock at T0, request Y at T0 + 1 s but committed first: X must see Y's contact
+    assert _decide(store, "skew", T0 + timedelta(seconds=1)).offer_id == "a"
+    assert _decide(store, "skew", T0).offer_id == "b"  # a: in cooldown from Y's decision
+    assert _decide(store, "skew", T0).offer_id is None  # and the cap of 2 is reached
