@@ -179,6 +179,8 @@ def run(args) -> tuple[list[dict], list[str]]:
     sqlite_url = f"sqlite:///{scratch / 'empty.sqlite'}"
     with serve(args, scratch, "sqlite-1w", sqlite_url, 1) as s:
         rows.append(recommend_run(args, s.base, bodies, args.rate, "1. /recommend, SQLite log, 1 worker"))
+        if args.only_first:
+            return rows, notes
         rows.append(outcomes_run(args, s.base, logged_ids(sqlite_url)))
     with serve(args, scratch, "sqlite-2w", f"sqlite:///{scratch / 'empty2.sqlite'}", 2) as s:
         rows.append(recommend_run(args, s.base, bodies, 2 * args.rate, "2. /recommend, SQLite log, 2 workers"))
@@ -224,6 +226,7 @@ def main() -> int:
     p.add_argument("--prefill", type=int, default=10_000_000)
     p.add_argument("--quick", action="store_true", help="10 s phases, 200 k prefilled decisions")
     p.add_argument("--write", type=Path)
+    p.add_argument("--only-first", action="store_true", help="measurement 1 only (for tuning)")
     args = p.parse_args()
     if args.quick:
         args.duration, args.outcome_seconds, args.prefill = 10.0, 5.0, 200_000

@@ -85,10 +85,15 @@ def decide_one(customer_id: str, scores: CustomerScores, *, catalog: Catalog, sp
     out: dict[str, object] = {}
 
     def decide(live: LiveHistory) -> Decision:
-        contacts = pd.DataFrame(live.contacts, columns=["offer_id", "decided_us"]).assign(customer_id=customer_id)
-        outcomes = pd.DataFrame(live.outcomes, columns=["offer_id", "type", "occurred_us"]).assign(
-            customer_id=customer_id)
-        state = hist.plus(live_state([customer_id], catalog, contacts, outcomes, now_us))
+        state = hist
+        if live.contacts or live.outcomes:  # a first-time customer costs no frame building
+            contacts = pd.DataFrame({"customer_id": [customer_id] * len(live.contacts),
+                                     "offer_id": [c[0] for c in live.contacts],
+                                     "decided_us": [c[1] for c in live.contacts]})
+            outcomes = pd.DataFrame({"customer_id": [customer_id] * len(live.outcomes),
+                                     "offer_id": [o[0] for o in live.outcomes], "type": [o[1] for o in live.outcomes],
+                                     "occurred_us": [o[2] for o in live.outcomes]})
+            state = hist.plus(live_state([customer_id], catalog, contacts, outcomes, now_us))
         result = arbitrate(scores, catalog, spend, state, channel=channel, exclude_offer_ids=exclude_offer_ids)
         c = choose([customer_id], catalog, result, from_us(now_us))
         out["result"], out["choice"] = result, c

@@ -184,17 +184,6 @@ def _json(body: dict, state: engine.ServingState | None = None, status: int = 20
 INLINE_IDS = 32
 
 
-async def _in_thread(fn, *args, **kwargs):
-    """Work that waits on the decision log (a write and its fsync, a lock held by another
-    worker, a database across the network) runs in a worker thread: a slow log must not
-    stall the event loop, and with it /score and the probes of this worker."""
-    import functools
-
-    import anyio
-
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
-
-
 async def _compute(n: int, fn, *args, **kwargs):
     """Small requests (a few ms of numpy) run inline on the event loop: handing them to a
     thread costs more than the work, and threads contending for the GIL wait up to its
@@ -415,8 +404,12 @@ class CVMService:
                                  "(CVM_SIMULATION_CLOCK=1)")
         now_us = to_us(at) if at is not None else None
         try:
-            answer = await _in_thread(engine.recommend, state, customer_id, decisions=self.decisions, k=k,
-                                      channel=channel, exclude_offer_ids=exclude_offer_ids, now_us=now_us)
+            # inline on the event loop, like a small /score: handing a decision to a thread
+            # measured 107 req/s with 771 errors at 200 req/s, inline 196 req/s with none
+            # (benchmarks/bench_decisions.py). A log that stalls holds this worker up to the
+            # store's timeouts (SQLite busy 5 s, PostgreSQL connect 2 s), then answers 503.
+            answer = await _compute(1, engine.recommend, state, customer_id, decisions=self.decisions, k=k,
+                                    channel=channel, exclude_offer_ids=exclude_offer_ids, now_us=now_us)
         except DecisionStoreUnavailable as exc:
             _metric("unavailable").labels(reason="decision_log").inc()
             log.error("recommend refused: %s", exc)
@@ -441,7 +434,7 @@ class CVMService:
         skipped and counted in ``duplicates``. ``not_shown`` releases a decision that was
         never shown to the customer: it stops counting toward caps and cooldowns."""
         try:
-            counts = await _in_thread(self.decisions.record_outcomes, outcomes)
+            counts = await _compute(len(outcomes), self.decisions.record_outcomes, outcomes)
         except OutcomeError as exc:
             _metric("outcomes").labels(result="refused").inc(len(outcomes))
             return _client_error(str(exc), status=422)

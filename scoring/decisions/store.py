@@ -237,7 +237,7 @@ class _SQLiteTransaction:
 class SQLiteDecisionStore(_Store):
     """The embedded decision log: ``<CVM_HOME>/decisions/decisions.sqlite``."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000):
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5_000):
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
@@ -318,7 +318,7 @@ class PostgresDecisionStore(_Store):
 
     paramstyle = "%s"
 
-    def __init__(self, url: str, *, connect_timeout: int = 5):
+    def __init__(self, url: str, *, connect_timeout: int = 2):
         self.url = url
         self.connect_timeout = connect_timeout
         self._local = threading.local()
