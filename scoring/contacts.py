@@ -162,6 +162,36 @@ def live_state(customer_ids: Sequence[str], catalog: Catalog, contacts: pd.DataF
     return state
 
 
+def live_state_one(catalog: Catalog, contacts: Sequence[tuple[str, int]], outcomes: Sequence[tuple[str, str, int]],
+                   now_us: int) -> ContactState:
+    """``live_state`` for one customer from the log's rows as tuples (offer_id, decided_us) and
+    (offer_id, type, occurred_us): the same counts with plain loops over the few rows one
+    customer has, for the service's per-request path (no frame is built)."""
+    state = ContactState.none(1, catalog)
+    position = {o.id: j for j, o in enumerate(catalog.offers)}
+    for offer_id, decided_us in contacts:
+        age = max((now_us - int(decided_us)) // DAY_US + 1, 1)
+        for k, cap in enumerate(catalog.contact_policy.caps):
+            if age <= cap.window_days:
+                state.total[0, k] += 1
+        j = position.get(offer_id)
+        if j is None:
+            continue
+        state.offer_last[0, j] = min(state.offer_last[0, j], age)
+        cap = catalog.offers[j].cap
+        if cap is not None and age <= cap.window_days:
+            state.offer_count[0, j] += 1
+    for j, offer in enumerate(catalog.offers):
+        for rule in offer.suppression:
+            times = sorted(int(t) for o, kind, t in outcomes if o == offer.id and kind == rule.outcome and t <= now_us)
+            for i in range(rule.count - 1, len(times)):
+                if (times[i] - times[i - rule.count + 1] <= rule.within_days * DAY_US
+                        and now_us - times[i] < rule.pause_days * DAY_US):
+                    state.suppressed[0, j] = True
+                    break
+    return state
+
+
 def suppressed(customer_ids: Sequence[str], catalog: Catalog, outcomes: pd.DataFrame, now_us: int) -> np.ndarray:
     """(n x offers) True where an outcome rule pauses the offer at ``now_us``: ``count``
     outcomes of the rule's type for that offer within ``within_days``, the last of them

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from scoring.catalog import Catalog
-from scoring.contacts import DAY_US, ContactHistory, ContactState, live_state
+from scoring.contacts import DAY_US, ContactHistory, ContactState, live_state, live_state_one
 from scoring.decide import Choice, choose, decision_table, ranked
 from scoring.decisions.records import Decision, LiveHistory, from_us
 from scoring.decisions.store import DecisionStore
@@ -85,15 +85,8 @@ def decide_one(customer_id: str, scores: CustomerScores, *, catalog: Catalog, sp
     out: dict[str, object] = {}
 
     def decide(live: LiveHistory) -> Decision:
-        state = hist
-        if live.contacts or live.outcomes:  # a first-time customer costs no frame building
-            contacts = pd.DataFrame({"customer_id": [customer_id] * len(live.contacts),
-                                     "offer_id": [c[0] for c in live.contacts],
-                                     "decided_us": [c[1] for c in live.contacts]})
-            outcomes = pd.DataFrame({"customer_id": [customer_id] * len(live.outcomes),
-                                     "offer_id": [o[0] for o in live.outcomes], "type": [o[1] for o in live.outcomes],
-                                     "occurred_us": [o[2] for o in live.outcomes]})
-            state = hist.plus(live_state([customer_id], catalog, contacts, outcomes, now_us))
+        state = hist.plus(live_state_one(catalog, live.contacts, live.outcomes, now_us)) \
+            if live.contacts or live.outcomes else hist
         result = arbitrate(scores, catalog, spend, state, channel=channel, exclude_offer_ids=exclude_offer_ids)
         c = choose([customer_id], catalog, result, from_us(now_us))
         out["result"], out["choice"] = result, c

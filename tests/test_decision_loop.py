@@ -14,7 +14,7 @@ from scipy import stats
 from base.processes import wait_until
 from scoring.arms import assign, period_of, pscores
 from scoring.catalog import Experiment, parse_catalog
-from scoring.contacts import ContactHistory, live_state
+from scoring.contacts import DAY_US, ContactHistory, live_state
 from scoring.decide import choose
 from scoring.decisions import Outcome, OutcomeError, PostgresDecisionStore, SQLiteDecisionStore, to_us
 from scoring.decisions.records import DECISION_COLUMNS
@@ -299,3 +299,27 @@ def test_a_decision_logged_after_the_deciders_clock_still_counts(store):
     assert _decide(store, "skew", T0 + timedelta(seconds=1)).offer_id == "a"
     assert _decide(store, "skew", T0).offer_id == "b"  # a: in cooldown from Y's decision
     assert _decide(store, "skew", T0).offer_id is None  # and the cap of 2 is reached
+
+
+def test_the_one_customer_path_counts_as_the_vectorised_one():
+    from scoring.contacts import live_state_one
+
+    cat = parse_catalog({**catalog().model_dump(mode="json"),
+                         "offers": [dict(o, cap={"max_contacts": 2, "window_days": 10})
+                                    for o in catalog().model_dump(mode="json")["offers"]]})
+    rng = np.random.default_rng(3)
+    now = to_us(T0)
+    for _ in range(200):
+        n, m = int(rng.integers(0, 8)), int(rng.integers(0, 8))
+        contacts = [(str(rng.choice(["a", "b", "c", "gone"])), now - int(rng.integers(-DAY_US, 40 * DAY_US)))
+                    for _ in range(n)]
+        outcomes = [(str(rng.choice(["a", "b"])), str(rng.choice(["reject", "click"])),
+                     now - int(rng.integers(-DAY_US, 100 * DAY_US))) for _ in range(m)]
+        one = live_state_one(cat, contacts, outcomes, now)
+        frame = live_state(["x"], cat, pd.DataFrame({"customer_id": ["x"] * n, "offer_id": [c[0] for c in contacts],
+                                                     "decided_us": [c[1] for c in contacts]}),
+                           pd.DataFrame({"customer_id": ["x"] * m, "offer_id": [o[0] for o in outcomes],
+                                         "type": [o[1] for o in outcomes], "occurred_us": [o[2] for o in outcomes]}),
+                           now)
+        for field in ("total", "offer_count", "offer_last", "suppressed"):
+            assert (getattr(one, field) == getattr(frame, field)).all(), (field, contacts, outcomes)
