@@ -12,7 +12,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PARTS = [("features", "make bench-features"), ("training", "make bench-training"),
-         ("serving", "make bench-serving"), ("batch", "make bench-batch"), ("load", "make bench-load")]
+         ("serving", "make bench-serving"), ("batch", "make bench-batch"), ("load", "make bench-load"),
+         ("decisions", "make bench-decisions"), ("simulation", "make bench-simulation")]
 
 
 def main() -> None:
