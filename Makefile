@@ -30,8 +30,8 @@ lint: install  ## ruff, and the import contract: the layers point one way (pypro
 test: lint  ## lint, then the test suite (DuckDB, Spark local mode, real servers, CLI)
 	$(BIN)/pytest -q
 
-test-fast: lint  ## lint, then the tests: no Spark, no servers
-	$(BIN)/pytest -q -m "not spark and not server"
+test-fast: lint  ## lint, then the tests: no Spark, no servers, no long robustness runs
+	$(BIN)/pytest -q -m "not spark and not server and not slow"
 
 bench: bench-features bench-online bench-training bench-serving bench-batch bench-load bench-decisions bench-simulation  ## every benchmark (prints tables; about two hours); benchmarks/RESULTS.md collects them
 	$(BIN)/python benchmarks/summary.py

@@ -169,6 +169,7 @@ def test_cli_score_batch_and_its_exit_codes(served_home, tmp_path, monkeypatch):
     assert sorted(p.name for p in out.iterdir()) == [f"as_of={AS_OF}"]  # the staging directory is gone
 
 
+@pytest.mark.slow  # a minute of batch runs killed at random: make test only
 def test_sigkill_at_random_moments_leaves_the_previous_output(served_home, tmp_path):
     """The job killed (SIGKILL) at 20 random points: the previous output stays readable and
     byte-identical, no half-written as_of appears, and the next run completes."""
