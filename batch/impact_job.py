@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
 from base.atomic import write_text
+from base.dates import cutoff
 from base.home import Home
 from scoring.decisions import open_decision_store, to_us
 from scoring.impact import ARMS, ImpactReport, frames_from_log, measure_impact
@@ -32,10 +33,6 @@ class ImpactResult:
     path: Path
     payload: dict
     randomised: bool
-
-
-def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
-    return datetime.combine(start, time()), datetime.combine(end, time())
 
 
 def attributed_outcomes(home: Home, dataset_spec: str, decisions: pd.DataFrame, outcomes: pd.DataFrame, *,
@@ -95,7 +92,7 @@ def run_impact(home: Home, dataset: str, start: date, end: date, *, out: Path | 
 
     if end <= start:
         raise ValueError(f"--to {end} must be after --from {start}")
-    lo, hi = _bounds(start, end)
+    lo, hi = cutoff(start), cutoff(end)
     store = open_decision_store(decisions_url, home, dataset)
     try:
         decisions = store.decisions(to_us(lo), to_us(hi))

@@ -38,9 +38,9 @@ import numpy as np
 import pandas as pd
 
 from base.atomic import write_text
-from base.dates import partition_dir
+from base.dates import cutoff, partition_dir
 from base.home import Home
-from features.definitions import slug
+from batch.offer_evaluation import score_frame
 from features.publish import build_and_publish
 from features.snapshot import feature_config, read_contacts, read_metadata
 from scoring.catalog import Catalog
@@ -49,10 +49,8 @@ from scoring.contacts import ContactHistory
 from scoring.decide import batch_decision_ids
 from scoring.decisions import Outcome, SQLiteDecisionStore, to_us
 from scoring.impact import ImpactReport, measure_impact
-from scoring.inference import score_block, to_customer_scores
 from scoring.live import Versions, decide_many, since_us
 from scoring.nbo import CategorySpend, CustomerScores
-from training.predictor import block_from_frame
 
 #: hour of the day the simulated decisions are made (UTC)
 DECISION_HOUR = 10
@@ -101,15 +99,6 @@ def convert_probability(p_control: np.ndarray, p_treated: np.ndarray, shown: np.
     the categories the customer was offered."""
     p = np.where(shown, p_treated, p_control)
     return 1.0 - np.prod(1.0 - p, axis=1)
-
-
-def _scores(frame: pd.DataFrame, champions: dict[str, Champion]) -> tuple[CustomerScores, list[str]]:
-    categories = categories_of(champions)
-    block = block_from_frame(frame)
-    ids = frame["customer_id"].astype(str).to_numpy(dtype=object)
-    n = len(ids)
-    return to_customer_scores(ids, np.ones(n, dtype=bool), block, score_block(champions, block, n),
-                              categories), categories
 
 
 def _subset(cs: CustomerScores, rows: np.ndarray) -> CustomerScores:
@@ -300,11 +289,7 @@ def run_simulation(home: Home, dataset, start: date, days: int, *, catalog: Cata
         for suffix in ("", "-wal", "-shm"):  # a rerun starts from an empty log
             Path(str(log_path) + suffix).unlink(missing_ok=True)
         store = SQLiteDecisionStore(log_path)
-        cs, categories = _scores(frame, champions)
-        spend = (CategorySpend.from_snapshot(block_from_frame(frame, ["monetary", *(f"spend_share_{slug(c)}"
-                                                                                    for c in categories)]),
-                                             categories, window_days=window, horizon_days=catalog.horizon_days)
-                 if categories else CategorySpend({}))
+        cs, spend = score_frame(frame, champions, catalog, window_days=window)  # the batch's scoring path
         versions = Versions({t: c.version for t, c in champions.items()}, catalog.version, "simulation")
         decider = LocalDecider(cs, catalog=catalog, spend=spend, history=history, store=store, versions=versions,
                                key=f"simulation:{seed}:{start}")
@@ -322,7 +307,7 @@ def run_simulation(home: Home, dataset, start: date, days: int, *, catalog: Cata
             store.close()
     from scoring.impact import frames_from_log
 
-    lo = datetime.combine(start, time())
+    lo = cutoff(start)
     hi = lo + timedelta(days=days)
     dec, evs = frames_from_log(decisions, outcomes)
     report = measure_impact(dec, evs, start=lo, end=hi, horizon_days=horizon_days, min_customers=min_customers)

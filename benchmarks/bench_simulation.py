@@ -46,6 +46,7 @@ if str(REPO) not in sys.path:
 
 from base.dates import partition_dir  # once the repo is on sys.path
 from base.home import Home
+from tests.serving_fixtures import SMALL_TRAIN
 from training.tasks import TASKS
 
 PY = sys.executable
@@ -56,15 +57,6 @@ SHORT = {"conversion_rate.policy_vs_control": "policy vs control",
 TARGET_SHARE = 0.9
 EXPLORATION_SHARE = 0.1
 PRODUCTION_CONTROL_SHARE = 0.05
-#: small training budgets (those of tests/serving_fixtures.py): the benchmark measures the
-#: lift's interval, not the models' quality
-SMALL_TRAIN = """
-train:
-  origins: {step_days: 28, min_history_days: 60, max_train_origins: 2}
-  search: {max_rounds: 60, early_stopping_rounds: 10}
-  budget: {trials: 2, timeout_seconds: 60}
-  seed: 7
-"""
 QUICK = {"seeds": 3, "customers": 600, "days": 7}
 DEFAULTS = {"seeds": 20, "customers": 3000, "days": 28}
 
@@ -123,7 +115,7 @@ def ensure_home(home: Path, data_dir: Path, as_of: str, scratch: Path) -> dict[s
     exp.mkdir(parents=True, exist_ok=True)
     (exp / "synthetic.yaml").write_text((REPO / "experiments" / "synthetic.yaml").read_text())
     for task in TASKS:
-        (exp / f"{task}.yaml").write_text("extends: synthetic.yaml\n" + SMALL_TRAIN)
+        (exp / f"{task}.yaml").write_text("extends: synthetic.yaml\n" + SMALL_TRAIN)  # the tests' budgets
     h = Home(home)
     name = resolve_dataset(str(data_dir), h).name
     took = {}

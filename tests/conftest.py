@@ -151,21 +151,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.server)
 
 
+def _session_server(start_server, prefix: str):
+    """A server started in a fresh root for the session, stopped at its end; a missing binary
+    fails the tests that need it (not a skip)."""
+    from tests.db_servers import ServerNotInstalled, temporary_root
+
+    with temporary_root(prefix) as root:
+        try:
+            server = start_server(root)
+        except ServerNotInstalled as e:
+            pytest.fail(str(e), pytrace=False)
+        with server:
+            yield server
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """One real PostgreSQL (Debian's package) for the session, on a free loopback port, fsync
     on (tests/db_servers.py). Shared: do not stop it; make a database of your own with
     ``postgres_server.create_database(name)`` when a test needs an empty one. Stopped when
     the session fixtures are torn down, before the check that no process is left."""
-    from tests.db_servers import ServerNotInstalled, start_postgres, temporary_root
+    from tests.db_servers import start_postgres
 
-    with temporary_root("cvm-test-pg-") as root:
-        try:
-            server = start_postgres(root)
-        except ServerNotInstalled as e:  # a failure, not a skip: the suite needs the server
-            pytest.fail(str(e), pytrace=False)
-        with server:
-            yield server
+    yield from _session_server(start_postgres, "cvm-test-pg-")
 
 
 @pytest.fixture(scope="session")
@@ -177,15 +185,9 @@ def postgres_url(postgres_server) -> str:
 @pytest.fixture(scope="session")
 def redis_server():
     """One real ``redis-server`` (Debian's package) for the session, no persistence."""
-    from tests.db_servers import ServerNotInstalled, start_redis, temporary_root
+    from tests.db_servers import start_redis
 
-    with temporary_root("cvm-test-redis-") as root:
-        try:
-            server = start_redis(root)
-        except ServerNotInstalled as e:
-            pytest.fail(str(e), pytrace=False)
-        with server:
-            yield server
+    yield from _session_server(start_redis, "cvm-test-redis-")
 
 
 @pytest.fixture(scope="session")
