@@ -163,7 +163,8 @@ def test_contact_state_equals_a_count_by_hand_per_customer():
         "timestamp": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 200 * 24, n), unit="h"),
     })
     ids = [str(i) for i in range(70)] + ["5", "x"]
-    state = ContactHistory.from_frame(contacts, as_of).state(ids, cat)
+    history = ContactHistory.from_frame(contacts, as_of)
+    state = history.state(ids, cat)
     past = contacts[contacts["timestamp"] < pd.Timestamp(as_of)]
     age = (pd.Timestamp(as_of) - past["timestamp"].dt.normalize()).dt.days
     offer_campaigns = [set(o.campaign_ids) for o in cat.offers]
@@ -176,6 +177,11 @@ def test_contact_state_equals_a_count_by_hand_per_customer():
             window = cat.offers[j].cap.window_days if cat.offers[j].cap else 0
             assert state.offer_last[i, j] == last, (cid, j)
             assert state.offer_count[i, j] == (int((age[hit] <= window).sum()) if window else 0), (cid, j)
+        # one customer at a time (what /recommend asks) goes through plain loops: the same counts
+        one = history.state([cid], cat)
+        for got, want in ((one.total, state.total), (one.offer_count, state.offer_count),
+                          (one.offer_last, state.offer_last)):
+            assert got.dtype == want.dtype and got.tolist() == want[i:i + 1].tolist(), cid
 
 
 def test_cold_start_customers_and_known_only_offers():

@@ -67,6 +67,8 @@ _LIVE_OUTCOMES = ("SELECT offer_id, type, occurred_us FROM outcomes WHERE custom
                   "AND offer_id IS NOT NULL")
 #: ids looked up per query when checking a batch of outcomes
 _CHUNK = 500
+#: PostgreSQL: a bulk append of at least this many decisions refreshes the planner's statistics
+_ANALYZE_AFTER = 100_000
 
 
 class _Store:
@@ -385,6 +387,9 @@ class PostgresDecisionStore(_Store):
                 updates = ", ".join(f"{c} = excluded.{c}" for c in DECISION_COLUMNS if c != "decision_id")
                 cur.execute(f"INSERT INTO decisions ({cols}) SELECT {cols} FROM incoming "
                             f"ON CONFLICT (decision_id) DO UPDATE SET {updates}")
+        if len(rows) >= _ANALYZE_AFTER:  # fresh statistics, so cap lookups keep using the customer index
+            with self._transaction() as cur:
+                cur.execute("ANALYZE decisions")
 
     def close(self) -> None:
         with self._guard:
