@@ -7,6 +7,9 @@ arbitrates, assigns the arm, and logs the decision before returning it. A decisi
 cannot be logged is not returned (``DecisionStoreUnavailable``); a contact history that
 could not be read fails closed (``PolicyUnavailable``): no offer goes out with its caps off.
 
+``decide_one_grouped`` is the same for the service's coroutines: the decision is committed
+with those of concurrent requests, in one transaction (``scoring.decisions.group_commit``).
+
 ``decide_many`` does the same for a block of customers without a per-customer lock (the
 nightly batch and the simulation, which run alone): one read of the live log, one bulk append.
 """
@@ -22,6 +25,7 @@ import pandas as pd
 from scoring.catalog import Catalog
 from scoring.contacts import DAY_US, ContactHistory, ContactState, live_state, live_state_one
 from scoring.decide import Choice, choose, decision_table, ranked
+from scoring.decisions.group_commit import GroupCommitter
 from scoring.decisions.records import Decision, LiveHistory, from_us
 from scoring.decisions.store import DecisionStore
 from scoring.nbo import CategorySpend, CustomerScores, arbitrate
@@ -76,11 +80,11 @@ def _record(customer_id: str, i: int, catalog: Catalog, result, c: Choice, *, k:
         source=source)
 
 
-def decide_one(customer_id: str, scores: CustomerScores, *, catalog: Catalog, spend: CategorySpend,
-               history: ContactHistory | None, store: DecisionStore, now_us: int, versions: Versions,
-               k: int = 3, channel: str | None = None, exclude_offer_ids: Sequence[str] = (),
-               history_error: str | None = None, source: str = "api") -> LiveDecision:
-    """Decide for one customer (``scores`` of length 1) and log it, atomically."""
+def _decider(customer_id: str, scores: CustomerScores, *, catalog: Catalog, spend: CategorySpend,
+             history: ContactHistory | None, now_us: int, versions: Versions, k: int, channel: str | None,
+             exclude_offer_ids: Sequence[str], history_error: str | None, source: str):
+    """The pure ``choose`` the store runs under the customer's lock, and where it leaves
+    the arbitration and the choice."""
     hist = _history_state(history, history_error, [customer_id], catalog)
     out: dict[str, object] = {}
 
@@ -93,7 +97,32 @@ def decide_one(customer_id: str, scores: CustomerScores, *, catalog: Catalog, sp
         return _record(customer_id, 0, catalog, result, c, k=k, channel=channel, now_us=now_us, versions=versions,
                        source=source)
 
-    decision = store.decide(customer_id, since_us(catalog, now_us), decide)
+    return decide, out
+
+
+def decide_one(customer_id: str, scores: CustomerScores, *, catalog: Catalog, spend: CategorySpend,
+               history: ContactHistory | None, store: DecisionStore, now_us: int, versions: Versions,
+               k: int = 3, channel: str | None = None, exclude_offer_ids: Sequence[str] = (),
+               history_error: str | None = None, source: str = "api") -> LiveDecision:
+    """Decide for one customer (``scores`` of length 1) and log it, atomically."""
+    fn, out = _decider(customer_id, scores, catalog=catalog, spend=spend, history=history, now_us=now_us,
+                       versions=versions, k=k, channel=channel, exclude_offer_ids=exclude_offer_ids,
+                       history_error=history_error, source=source)
+    decision = store.decide(customer_id, since_us(catalog, now_us), fn)
+    return LiveDecision(decision, out["result"], out["choice"])  # type: ignore[arg-type]
+
+
+async def decide_one_grouped(customer_id: str, scores: CustomerScores, *, catalog: Catalog, spend: CategorySpend,
+                             history: ContactHistory | None, committer: GroupCommitter, now_us: int,
+                             versions: Versions, k: int = 3, channel: str | None = None,
+                             exclude_offer_ids: Sequence[str] = (), history_error: str | None = None,
+                             source: str = "api") -> LiveDecision:
+    """``decide_one`` for a coroutine: the decision joins the committer's next group
+    (``scoring.decisions.group_commit``) and is on disk when this returns."""
+    fn, out = _decider(customer_id, scores, catalog=catalog, spend=spend, history=history, now_us=now_us,
+                       versions=versions, k=k, channel=channel, exclude_offer_ids=exclude_offer_ids,
+                       history_error=history_error, source=source)
+    decision = await committer.decide(customer_id, since_us(catalog, now_us), fn)
     return LiveDecision(decision, out["result"], out["choice"])  # type: ignore[arg-type]
 
 

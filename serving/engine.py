@@ -29,7 +29,7 @@ from scoring.catalog import Catalog, NoCatalogError, no_catalog_message
 from scoring.champions import Champion, NotReadyError, categories_of
 from scoring.contacts import ContactHistory
 from scoring.inference import SCORE_KEYS, apply_priors, priors, score_block, to_customer_scores, top_reasons
-from scoring.live import Versions, decide_one
+from scoring.live import LiveDecision, Versions, decide_one, decide_one_grouped
 from scoring.nbo import CategorySpend, CustomerScores, offer_reasons
 from training.predictor import block_from_frame, block_from_records
 
@@ -227,16 +227,41 @@ def recommend(state: ServingState, customer_id: str, *, decisions, now_us: int |
     ``DecisionStoreUnavailable`` or ``PolicyUnavailable`` when it cannot be logged or the
     contact policy cannot be applied (the service answers 503), ``NoCatalogError`` when the
     state has no catalog (nothing is decided or logged)."""
+    cs, found, kwargs = _decision_inputs(state, customer_id, now_us=now_us, k=k, channel=channel,
+                                         exclude_offer_ids=exclude_offer_ids)
+    made = decide_one(customer_id, cs, store=decisions, **kwargs)
+    return _answer(state, customer_id, cs, found, made)
+
+
+async def recommend_grouped(state: ServingState, customer_id: str, *, committer, now_us: int | None = None,
+                            k: int = 3, channel: str | None = None,
+                            exclude_offer_ids: Sequence[str] = ()) -> dict[str, object]:
+    """``recommend`` for the service's event loop: the scores are computed here, the
+    decision is logged by ``committer`` (``scoring.decisions.GroupCommitter``) together
+    with those of concurrent requests, and the answer is built once it is on disk."""
+    cs, found, kwargs = _decision_inputs(state, customer_id, now_us=now_us, k=k, channel=channel,
+                                         exclude_offer_ids=exclude_offer_ids)
+    made = await decide_one_grouped(customer_id, cs, committer=committer, **kwargs)
+    return _answer(state, customer_id, cs, found, made)
+
+
+def _decision_inputs(state: ServingState, customer_id: str, *, now_us: int | None, k: int, channel: str | None,
+                     exclude_offer_ids: Sequence[str]):
     if state.catalog is None:
         raise NoCatalogError(no_catalog_message(state.dataset))
     if channel is not None and channel not in state.catalog.channels:
         raise ValueError(f"unknown channel {channel!r}; channels are {state.catalog.channels}")
     cs, _, found, _ = customer_scores(state, [customer_id], reasons=False)
     now_us = time.time_ns() // 1000 if now_us is None else now_us
-    made = decide_one(customer_id, cs, catalog=state.catalog, spend=state.spend, history=state.contacts,
-                      history_error=state.contacts_error, store=decisions, now_us=now_us,
-                      versions=Versions(state.model_versions, state.catalog.version, state.snapshot_version),
-                      k=k, channel=channel, exclude_offer_ids=exclude_offer_ids)
+    return cs, found, {
+        "catalog": state.catalog, "spend": state.spend, "history": state.contacts,
+        "history_error": state.contacts_error, "now_us": now_us,
+        "versions": Versions(state.model_versions, state.catalog.version, state.snapshot_version),
+        "k": k, "channel": channel, "exclude_offer_ids": exclude_offer_ids}
+
+
+def _answer(state: ServingState, customer_id: str, cs: CustomerScores, found: np.ndarray,
+            made: LiveDecision) -> dict[str, object]:
     d, result = made.decision, made.result
     offers = []
     if d.offer_id is not None:

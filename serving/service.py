@@ -36,6 +36,7 @@ from scoring.decisions import (
     MAX_OUTCOMES,
     OUTCOME_TYPES,
     DecisionStoreUnavailable,
+    GroupCommitter,
     OutcomeError,
     open_decision_store,
     to_us,
@@ -337,6 +338,7 @@ class CVMService:
         self.holder.start()
         self.decisions = open_decision_store(self.settings.decisions_url, Home(self.settings.home),
                                              self.holder.dataset_name())
+        self.committer = GroupCommitter(self.decisions)
 
     def __is_ready__(self) -> bool:
         return self.holder.state is not None
@@ -404,12 +406,14 @@ class CVMService:
                                  "(CVM_SIMULATION_CLOCK=1)")
         now_us = to_us(at) if at is not None else None
         try:
-            # inline on the event loop, like a small /score: handing a decision to a thread
-            # measured 107 req/s with 771 errors at 200 req/s, inline 196 req/s with none
-            # (benchmarks/bench_decisions.py). A log that stalls holds this worker up to the
-            # store's timeouts (SQLite busy 5 s, PostgreSQL connect 2 s), then answers 503.
-            answer = await _compute(1, engine.recommend, state, customer_id, decisions=self.decisions, k=k,
-                                    channel=channel, exclude_offer_ids=exclude_offer_ids, now_us=now_us)
+            # scored inline on the event loop (a few ms of numpy: a thread would cost more);
+            # the decision is committed by the group committer's thread with those of the
+            # concurrent requests, so the loop scores the next ones while the disk syncs
+            # (benchmarks/bench_decisions.py). A log that stalls holds the answer up to the
+            # store's timeouts (SQLite busy 5 s, PostgreSQL connect 2 s), then it is a 503.
+            answer = await engine.recommend_grouped(state, customer_id, committer=self.committer, k=k,
+                                                    channel=channel, exclude_offer_ids=exclude_offer_ids,
+                                                    now_us=now_us)
         except DecisionStoreUnavailable as exc:
             _metric("unavailable").labels(reason="decision_log").inc()
             log.error("recommend refused: %s", exc)

@@ -94,6 +94,33 @@ class _Store:
                 cur.execute(self._q(_INSERT_DECISION), decision.row())
         return decision
 
+    def decide_group(self, items: Sequence[tuple[str, int, Callable[[LiveHistory], Decision | None]]]
+                     ) -> list[Decision | None | Exception]:
+        """Several ``decide`` calls in one transaction, so they share one commit (one fsync):
+        each sees the live history the earlier ones of the group wrote. A ``choose`` that
+        raises fails only its own item (it raised before its insert: nothing of it is
+        written), and the exception is its result; a store error fails the whole group with
+        ``DecisionStoreUnavailable`` (nothing of it is durable)."""
+        results: list[Decision | None | Exception] = []
+        with self._transaction_for([c for c, _, _ in items]) as cur:
+            for customer_id, since_us, choose in items:
+                cur.execute(self._q(_LIVE_CONTACTS), (customer_id, since_us))
+                contacts = [(r[0], int(r[1])) for r in cur.fetchall()]
+                cur.execute(self._q(_LIVE_OUTCOMES), (customer_id, since_us))
+                outcomes = [(r[0], r[1], int(r[2])) for r in cur.fetchall()]
+                try:
+                    decision = choose(LiveHistory(contacts, outcomes))
+                except Exception as exc:  # noqa: BLE001 - the caller's error, handed back to that caller
+                    results.append(exc)
+                    continue
+                if decision is not None:
+                    cur.execute(self._q(_INSERT_DECISION), decision.row())
+                results.append(decision)
+        return results
+
+    def _transaction_for(self, customer_ids: Sequence[str]):
+        return self._transaction(customer_ids[0] if len(set(customer_ids)) == 1 else None)
+
     def log(self, decisions: Sequence[Decision]) -> None:
         """Append decisions made elsewhere, in one transaction."""
         self._append([d.row() for d in decisions])
@@ -281,8 +308,8 @@ class SQLiteDecisionStore(_Store):
 
 
 class _PgTransaction:
-    def __init__(self, store: PostgresDecisionStore, customer_id: str | None):
-        self.store, self.customer_id = store, customer_id
+    def __init__(self, store: PostgresDecisionStore, customer_id: str | None, group: list[str] | None = None):
+        self.store, self.customer_id, self.group = store, customer_id, group
 
     def __enter__(self):
         import psycopg
@@ -292,6 +319,9 @@ class _PgTransaction:
             self.cur = self.con.cursor()
             if self.customer_id is not None:
                 self.cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (self.customer_id,))
+            elif self.group:
+                self.cur.execute("SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(c, 0) AS k "
+                                 "FROM unnest(%s::text[]) AS c ORDER BY k) AS keys", (self.group,))
         except psycopg.Error as exc:
             self.store._drop()
             raise DecisionStoreUnavailable(f"decision log {self.store.safe_url}: {exc}") from exc
@@ -368,6 +398,11 @@ class PostgresDecisionStore(_Store):
 
     def _transaction(self, customer_id: str | None = None):
         return _PgTransaction(self, customer_id)
+
+    def _transaction_for(self, customer_ids: Sequence[str]):
+        """Every customer's advisory lock, taken in the order of their keys: two groups
+        that share customers cannot deadlock."""
+        return _PgTransaction(self, None, sorted(set(customer_ids)))
 
     def _append(self, rows: list[tuple], replace: bool = False) -> None:
         """Bulk append with COPY (the nightly batch writes millions); with ``replace``,
