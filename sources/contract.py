@@ -20,6 +20,10 @@ class ColumnSpec:
     #: a null or empty value makes the row unusable: it goes to quarantine
     key: bool = False
     description: str = ""
+    #: the only values a string column may hold (empty: any); another value is quarantined
+    allowed: tuple[str, ...] = ()
+    #: a float column that is a probability strictly between 0 and 1
+    probability: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,13 +107,21 @@ EVENTS = TableSpec(
 CONTACTS = TableSpec(
     "contacts",
     dedupe_hint=("customer_id", "campaign_id"),
-    description="Campaign sends: who was contacted, by which campaign, when.",
+    description=("Campaign sends: who was contacted, by which campaign, when. A randomised campaign "
+                 "also lists the customers it held out (`group` = control: chosen like the others, "
+                 "not sent); uplift models train on those."),
     columns=(
         C("customer_id", "string", required=True, key=True),
         C("campaign_id", "string", required=True, key=True),
         C("timestamp", "timestamp", required=True, key=True),
         C("channel", "string"),
         C("source_system", "string"),
+        C("group", "string", allowed=("treatment", "control"),
+          description=("treatment (sent) or control (randomly held out, not sent), when the campaign "
+                       "was randomised; empty: not randomised (a plain send).")),
+        C("assignment_p", "float64", probability=True,
+          description=("The probability that the randomisation put this customer in treatment, "
+                       "when known (strictly between 0 and 1).")),
     ),
 )
 

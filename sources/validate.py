@@ -174,6 +174,13 @@ def validate_table(raw: ibis.Table, spec: TableSpec, config: ValidationConfig, *
             out = (v < ibis.timestamp(config.min_timestamp)) | (v >= ibis.timestamp(config.max_timestamp))
             checks.append((out, (f"{c.name} is out of range ({config.min_timestamp:%Y-%m-%d}.."
                                 f"{config.max_timestamp:%Y-%m-%d})")))
+    for c in contract:
+        v = typed[c.name]
+        if c.allowed:
+            checks.append((~_blank(raw[c.name], text) & ~v.isin(list(c.allowed)),
+                           f"{c.name} is not one of {', '.join(c.allowed)}"))
+        if c.probability:
+            checks.append(((v <= 0) | (v >= 1), f"{c.name} is not a probability strictly between 0 and 1"))
     if "_copy" in raw.columns:
         checks.append((raw["_copy"] > 0, "duplicate of another row"))
     reason = ibis.null(dt.string)

@@ -162,3 +162,32 @@ def test_non_finite_amounts_in_parquet_are_quarantined(tmp_path, duckdb_engine):
     pq.write_table(tx, root / "transactions.parquet")
     src = load_sources(open_directory(root), duckdb_engine)
     assert src.reports["transactions"].quarantined == {"amount is not finite": 3}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_randomised_contacts_group_and_assignment_p_are_validated(tmp_path, duckdb_engine, fmt):
+    """A randomised campaign's contacts say treatment or control and the probability of
+    treatment: another group, or a probability of 0, 1 or above, is quarantined by name;
+    a contact without a group (not randomised) is kept."""
+    tx = pd.DataFrame({"customer_id": ["a"], "order_id": ["1"], "timestamp": pd.to_datetime(["2024-01-01"]),
+                       "amount": [1.0]})
+    contacts = pd.DataFrame({
+        "customer_id": ["a", "b", "c", "d", "e", "f"], "campaign_id": ["K"] * 6,
+        "timestamp": pd.to_datetime(["2024-01-02"] * 6),
+        "group": ["treatment", "control", "holdout", None, "control", "treatment"],
+        "assignment_p": [0.9, 0.9, 0.9, None, 1.0, 0.0],
+    })
+    root = tmp_path / fmt
+    root.mkdir()
+    for name, frame in (("transactions", tx), ("contacts", contacts)):
+        if fmt == "csv":
+            frame.to_csv(root / f"{name}.csv", index=False)
+        else:
+            frame.to_parquet(root / f"{name}.parquet", index=False)
+    src = load_sources(open_directory(root), duckdb_engine)
+    assert src.reports["contacts"].quarantined == {
+        "group is not one of treatment, control": 1,
+        "assignment_p is not a probability strictly between 0 and 1": 2}
+    kept = duckdb_engine.execute(src["contacts"]).sort_values("customer_id")
+    assert kept["customer_id"].tolist() == ["a", "b", "d"]
+    assert kept["group"].tolist()[:2] == ["treatment", "control"] and pd.isna(kept["group"].iloc[2])
