@@ -103,6 +103,40 @@ def print_training(results) -> None:
             console.print(f"  registry: {escape(r.registration.reason)}")
 
 
+def print_uplift(r) -> None:
+    """``cvm train uplift``: every candidate and baseline on the validation period."""
+    reg = (f"v{r.decision.version} " + ("champion" if r.decision.promoted else "challenger")
+           if r.decision else "not registered")
+    t = Table(title=f"uplift: as_of {r.as_of}, validation from {r.split}, rows train/valid "
+                    f"{r.rows['train']:,}/{r.rows['valid']:,} (treated {r.rows['train_treated']:,}/"
+                    f"{r.rows['valid_treated']:,}), {r.timings.get('total', 0):.0f} s, {reg}", title_justify="left")
+    cols = [c for c in ("qini", "auuc", "uplift_at_10", "uplift_at_30", "true_corr", "true_mse")
+            if c in r.table.columns]
+    t.add_column("model", no_wrap=True)
+    heads = {"qini": "Qini", "auuc": "AUUC", "uplift_at_10": "@10%", "uplift_at_30": "@30%",
+             "true_corr": "true r", "true_mse": "true MSE"}
+    for c in cols:
+        t.add_column(heads[c], justify="right", no_wrap=True)
+    kind = None
+    for row in r.table.itertuples(index=False):
+        if kind is not None and row.kind != kind:
+            t.add_section()
+        kind = row.kind
+        name = f"{row.model} *" if row.model == r.chosen else (
+            f"{row.model} (baseline)" if row.kind == "baseline" else row.model)
+        t.add_row(name, *["" if pd.isna(getattr(row, c)) else f"{getattr(row, c):.3f}" for c in cols])
+    t.caption = "* chosen; on the validation period; @k: uplift among the top k %" + (
+        "; true: against the generator's true uplift" if "true_corr" in cols else "")
+    console.print(t)
+    for name, why in r.skipped.items():
+        console.print(f"  [yellow]not fit[/] {name}: {escape(why)}")
+    ratio = r.metrics.get("valid_qini_over_propensity", float("nan"))
+    console.print(f"  chosen by Qini on the later period: {r.chosen}; Qini {r.metrics['valid_qini']:.4f}, "
+                  f"{ratio:.2f}x propensity-as-uplift; MLflow run {r.run_id}")
+    if r.decision:
+        console.print(f"  registry: {escape(r.decision.reason)}")
+
+
 def print_nbo_table(table: pd.DataFrame, dataset: str, as_of: str, horizon_days: int) -> None:
     t = Table(title=f"next-best-offer policies, {dataset}: one cross-sell offer per customer at {as_of}, "
                     f"outcome in the next {horizon_days} days (observational; logged to MLflow cvm-nbo)")

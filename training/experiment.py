@@ -2,7 +2,8 @@
 
 ``experiments/<dataset>.yaml`` holds what every command shares (features, validation,
 identity resolution: ``features.build_config.BuildConfig``); ``experiments/<task>.yaml``
-adds a ``train`` section for one task and ``extends`` the dataset's file.
+adds a ``train`` section for one task and ``extends`` the dataset's file;
+``experiments/uplift.yaml`` has the ``uplift`` section of ``cvm train uplift``.
 
 Every section is a strict pydantic model (unknown keys are errors, every field has a
 description); a missing section takes its defaults.
@@ -18,11 +19,14 @@ from pydantic import Field
 from base.config import merge, read_yaml, validate
 from features.build_config import BuildConfig
 from training.config import TrainConfig
+from training.uplift.config import UpliftConfig
 
 
 class ProjectConfig(BuildConfig):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Labels, origins, search and budgets of "
                                "one training task (experiments/<task>.yaml).")
+    uplift: UpliftConfig = Field(default_factory=UpliftConfig, description="What cvm train uplift fits and how it "
+                                 "chooses (experiments/uplift.yaml).")
 
 
 def load_config(path: Path | None, base: Path | None = None) -> ProjectConfig:

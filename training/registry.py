@@ -33,7 +33,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from training.tasks import TASK_SPECS
+from training.tasks import MODEL_SPECS
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,10 @@ class GateDecision:
 
 def resolve(task_or_name: str) -> tuple[str, str]:
     """``(task, registered name)`` for a task (``churn``) or a registered name (``cvm-churn``)."""
-    for task, s in TASK_SPECS.items():
+    for task, s in MODEL_SPECS.items():
         if task_or_name in (task, s.model_name):
             return task, s.model_name
-    choices = ", ".join(f"{t} ({s.model_name})" for t, s in TASK_SPECS.items())
+    choices = ", ".join(f"{t} ({s.model_name})" for t, s in MODEL_SPECS.items())
     raise RegistryError(f"unknown task or model {task_or_name!r}: choose one of {choices}")
 
 
@@ -90,7 +90,7 @@ def register_and_gate(client: MlflowClient, task: str, model_uri: str, new_value
     from training.tracking import client_store
 
     task, name = resolve(task)
-    metric = TASK_SPECS[task].primary
+    metric = MODEL_SPECS[task].primary
     version_tags = {**(tags or {}), metric: _fmt_tag(new_value)}
     with client_store(client):
         created = mlflow.register_model(model_uri, name, tags=version_tags)
@@ -130,7 +130,7 @@ def _evaluate_champion(champion_value: Callable[[str], float | None], uri: str, 
 
 
 def _gate(task: str, version: str, new: float, champion: str, old: float | None) -> tuple[bool, str]:
-    metric, better = TASK_SPECS[task].primary, TASK_SPECS[task].direction
+    metric, better = MODEL_SPECS[task].primary, MODEL_SPECS[task].direction
     if old is None:
         return False, (f"champion version {champion} cannot be evaluated on this test snapshot: it stays champion "
                        f"and version {version} ({metric} {new:.6g}) stays challenger; promote by hand if wanted "
@@ -147,7 +147,7 @@ def _gate(task: str, version: str, new: float, champion: str, old: float | None)
 def promote(client: MlflowClient, task_or_name: str, version: str, reason: str = "manual") -> GateDecision:
     """Make ``version`` the champion by hand, without the gate (the previous champion is remembered)."""
     task, name = resolve(task_or_name)
-    metric = TASK_SPECS[task].primary
+    metric = MODEL_SPECS[task].primary
     version = _version(client, name, version)
     champion = _aliases(client, name).get(CHAMPION)
     tags = client.get_model_version(name, version).tags
@@ -164,7 +164,7 @@ def promote(client: MlflowClient, task_or_name: str, version: str, reason: str =
 def rollback(client: MlflowClient, task_or_name: str) -> GateDecision:
     """Give the champion alias back to the previous champion; repeated calls walk further back."""
     task, name = resolve(task_or_name)
-    metric = TASK_SPECS[task].primary
+    metric = MODEL_SPECS[task].primary
     aliases = _aliases(client, name, must_exist=True)
     current, previous = aliases.get(CHAMPION), aliases.get(PREVIOUS)
     if current is None:
@@ -198,13 +198,13 @@ def list_versions(client: MlflowClient, tasks: list[str] | None = None) -> list[
 
     Models that were never registered are skipped; an empty list means nothing is registered.
     """
-    names = [resolve(t) for t in tasks] if tasks else [(t, s.model_name) for t, s in TASK_SPECS.items()]
+    names = [resolve(t) for t in tasks] if tasks else [(t, s.model_name) for t, s in MODEL_SPECS.items()]
     rows: list[dict[str, Any]] = []
     for task, name in names:
         aliases_of: dict[str, list[str]] = {}
         for alias, version in _aliases(client, name).items():
             aliases_of.setdefault(str(version), []).append(alias)
-        metric = TASK_SPECS[task].primary
+        metric = MODEL_SPECS[task].primary
         for mv in sorted(_all_versions(client, name), key=lambda v: int(v.version), reverse=True):
             tags = mv.tags or {}
             rows.append({

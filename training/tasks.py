@@ -59,6 +59,14 @@ TASK_SPECS: dict[Task, TaskSpec] = {s.name: s for s in (
 #: every task, in the order commands run and print them
 TASKS: tuple[Task, ...] = tuple(TASK_SPECS)
 
+#: the uplift model (``training.uplift``): registered and gated like a task, but trained
+#: from randomised assignments (``cvm train uplift``), not by ``cvm train all``, and scored
+#: per customer and offer, not per customer
+UPLIFT_SPEC = TaskSpec("uplift", "binary", ("uplift",), (("valid_qini", "max"),), 28,  # type: ignore[arg-type]
+                       "cvm-uplift")
+#: every registered model's spec: the tasks and uplift (the registry's view)
+MODEL_SPECS: dict[str, TaskSpec] = {**TASK_SPECS, "uplift": UPLIFT_SPEC}
+
 
 def spec(task: str) -> TaskSpec:
     """The task's spec; ``KeyError`` naming the known tasks otherwise."""
