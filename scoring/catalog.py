@@ -151,6 +151,9 @@ class Offer(_Strict):
     target_category: str | None = None
     cost: Money = 0.0  # cost per contact (coupon face value x redemption, postage, ...)
     lever: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = 1.0  # business priority weight
+    # what expected value multiplies: the task model's propensity (who will buy), or the
+    # cvm-uplift champion's uplift (whom the contact makes buy); uplift needs cvm train uplift
+    propensity: Literal["model", "uplift"] = "model"
     value: ValueModel
     eligibility: Eligibility = Field(default_factory=Eligibility)
     channels: Annotated[list[str], Field(min_length=1)]

@@ -18,7 +18,7 @@ log's live contacts; its outcome rules pause offers (``Offer.suppression``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -66,6 +66,9 @@ class CustomerScores:
     cross_sell: np.ndarray  # n x categories: probability, NaN outside the cross-sell population
     categories: Sequence[str]
     days_since_category: np.ndarray  # n x categories: NaN if never bought
+    #: offer id -> (uplift, low, high) arrays of length n, from the cvm-uplift champion
+    #: (``training.uplift``); empty without one. Offers with ``propensity: uplift`` read it.
+    uplift: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.customer_ids)
@@ -78,8 +81,11 @@ def _score_column(s: CustomerScores, name: str) -> np.ndarray:
 def arbitrate(scores: CustomerScores, catalog: Catalog, spend: CategorySpend,
               contacts: ContactState | None = None, *, channel: str | None = None,
               exclude_offer_ids: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """Matrices (customers x offers): ``eligible``, ``propensity``, ``value``, ``expected_value``
-    (NaN where not eligible) and ``why`` (the first rule that made a pair ineligible, or '')."""
+    """Matrices (customers x offers): ``eligible``, ``propensity``, ``value``, ``uplift`` (NaN
+    without an uplift model), ``expected_value`` (NaN where not eligible) and ``why`` (the
+    first rule that made a pair ineligible, or ''). Expected value = propensity x value x
+    lever - cost; for an offer with ``propensity: uplift``, uplift x value x lever - cost,
+    and a customer whose uplift interval lies below zero does not get it."""
     n, offers = len(scores), catalog.offers
     m = len(offers)
     contacts = contacts or ContactState.none(n, catalog)
@@ -104,6 +110,8 @@ def arbitrate(scores: CustomerScores, catalog: Catalog, spend: CategorySpend,
         cap_blocked |= contacts.total[:, k] >= cap.max_contacts
     excluded = set(exclude_offer_ids)
 
+    uplift = np.full((n, m), np.nan)
+    basis = np.full((n, m), np.nan)  # what expected value multiplies: propensity, or uplift
     for j, o in enumerate(offers):
         k = cat_index.get(o.target_category) if o.target_category else None
         # propensity and value by type
@@ -156,16 +164,29 @@ def arbitrate(scores: CustomerScores, catalog: Catalog, spend: CategorySpend,
             rules = "; ".join(f"{r.count} {r.outcome} in {r.within_days} days pause {r.pause_days} days"
                               for r in o.suppression)
             block(j, contacts.suppressed[:, j], f"paused by an outcome rule ({rules})")
-        block(j, ~np.isfinite(prop[:, j]) | ~np.isfinite(value[:, j]), "score unavailable")
+        scored = scores.uplift.get(o.id)
+        if scored is not None:
+            uplift[:, j] = scored[0]
+        if o.propensity == "uplift":
+            # incremental value: only what the contact changes is worth paying for
+            basis[:, j] = uplift[:, j]
+            if scored is None:
+                block(j, np.ones(n, dtype=bool), "no uplift model for this offer (cvm train uplift)")
+            else:
+                block(j, np.asarray(scored[2], dtype="float64") < 0,
+                      "uplift interval below zero: contact would lower conversion")
+        else:
+            basis[:, j] = prop[:, j]
+        block(j, ~np.isfinite(basis[:, j]) | ~np.isfinite(value[:, j]), "score unavailable")
 
     lever = np.array([o.lever for o in offers])
     cost = np.array([o.cost for o in offers])
-    ev = prop * value * lever - cost
+    ev = basis * value * lever - cost
     eligible = why == ""
     block_all = ~(ev > catalog.contact_policy.min_expected_value) & eligible
     why[block_all] = "expected value not above the minimum"
     eligible &= ~block_all
-    return {"eligible": eligible, "propensity": prop, "value": value,
+    return {"eligible": eligible, "propensity": prop, "value": value, "uplift": uplift,
             "expected_value": np.where(eligible, ev, np.nan), "why": why}
 
 

@@ -108,6 +108,32 @@ def test_expected_value_and_ranking_by_hand():
         ["c1", 1, "up"], ["c2", 1, "ret"], ["c2", 2, "xs-a"], ["c3", 1, "ret"], ["c3", 2, "xs-a"]]
 
 
+def test_an_uplift_offer_is_valued_on_incremental_conversions_and_never_made_below_zero():
+    """xs-a with ``propensity: uplift``: expected value = uplift x value x lever - cost
+    (value 0.5 x 20 = 10, cost 1). c2: uplift 0.3 in [0.1, 0.5] -> 0.3 x 10 - 1 = 2.0, not the
+    propensity's 0.4 x 10 - 1 = 3.0. c3: uplift -0.2 in [-0.35, -0.05], the whole interval below
+    zero: the contact would lower conversion, so no offer, and the reason says so. c1 keeps
+    its earlier reason (already buys A). Propensity stays in the result, next to uplift."""
+    d = base()
+    d["offers"][0]["propensity"] = "uplift"
+    cat = parse_catalog(d)
+    s = scores()
+    s.uplift = {"xs-a": (np.array([0.5, 0.3, -0.2]), np.array([0.1, 0.1, -0.35]), np.array([0.9, 0.5, -0.05]))}
+    res = arbitrate(s, cat, CategorySpend({"A": 20.0}))
+    assert res["why"][0, 0] == "already buys A"
+    assert res["expected_value"][1, 0] == pytest.approx(0.3 * 10 - 1)
+    assert res["propensity"][1, 0] == pytest.approx(0.4) and res["uplift"][1, 0] == pytest.approx(0.3)
+    assert np.isnan(res["expected_value"][2, 0])
+    assert res["why"][2, 0] == "uplift interval below zero: contact would lower conversion"
+    # the other offers are valued on their propensity as before (ret for c2: 22.0)
+    assert res["expected_value"][1, 1] == pytest.approx(22.0) and np.isnan(res["uplift"][1, 1])
+    # without an uplift model the offer is not made, and the reason names the command
+    res = arbitrate(scores(), cat, CategorySpend({"A": 20.0}))
+    assert res["why"][1, 0] == "no uplift model for this offer (cvm train uplift)"
+    with pytest.raises(CatalogError, match="propensity"):
+        parse_catalog({**base(), "offers": [dict(base()["offers"][0], propensity="lift")]})
+
+
 def test_channel_exclusion_and_minimum_value():
     cat = parse_catalog(base())
     spend = CategorySpend({"A": 20.0})
