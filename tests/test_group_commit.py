@@ -22,20 +22,12 @@ from scoring.decisions import (
 from scoring.decisions import to_us as us
 from scoring.live import decide_one_grouped
 from scoring.nbo import CategorySpend
+from tests import test_decision_loop
 from tests.test_decision_loop import T0, VERSIONS, _decide, catalog, scores
 
 _DATABASES = itertools.count()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.server)])
-def store(request, tmp_path: Path):
-    if request.param == "sqlite":
-        s = SQLiteDecisionStore(tmp_path / "d.sqlite")
-    else:
-        server = request.getfixturevalue("postgres_server")
-        s = PostgresDecisionStore(server.create_database(f"group_{next(_DATABASES)}"))
-    yield s
-    s.close()
+#: the decision loop's log fixture: SQLite, and PostgreSQL against a real server
+store = test_decision_loop.store
 
 
 def _grouped(committer: GroupCommitter, cid: str, when, cat=None):
