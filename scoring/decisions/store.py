@@ -80,19 +80,15 @@ class _Store:
         return sql if self.paramstyle == "?" else sql.replace("?", "%s")
 
     # the backends provide a connection context: (cursor, commit-on-exit, lock for decide)
-    def _transaction(self, customer_id: str | None = None): ...  # pragma: no cover - abstract
+    def _transaction(self): ...  # pragma: no cover - abstract
 
     def decide(self, customer_id: str, since_us: int, choose: Callable[[LiveHistory], Decision | None]
                ) -> Decision | None:
-        with self._transaction(customer_id) as cur:
-            cur.execute(self._q(_LIVE_CONTACTS), (customer_id, since_us))
-            contacts = [(r[0], int(r[1])) for r in cur.fetchall()]
-            cur.execute(self._q(_LIVE_OUTCOMES), (customer_id, since_us))
-            outcomes = [(r[0], r[1], int(r[2])) for r in cur.fetchall()]
-            decision = choose(LiveHistory(contacts, outcomes))
-            if decision is not None:
-                cur.execute(self._q(_INSERT_DECISION), decision.row())
-        return decision
+        """One decision in its own transaction (a group of one)."""
+        result = self.decide_group([(customer_id, since_us, choose)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def decide_group(self, items: Sequence[tuple[str, int, Callable[[LiveHistory], Decision | None]]]
                      ) -> list[Decision | None | Exception]:
@@ -119,7 +115,8 @@ class _Store:
         return results
 
     def _transaction_for(self, customer_ids: Sequence[str]):
-        return self._transaction(customer_ids[0] if len(set(customer_ids)) == 1 else None)
+        """The transaction of a group (SQLite's write lock covers every customer)."""
+        return self._transaction()
 
     def log(self, decisions: Sequence[Decision]) -> None:
         """Append decisions made elsewhere, in one transaction."""
@@ -296,7 +293,7 @@ class SQLiteDecisionStore(_Store):
                 self._all.append(con)
         return con
 
-    def _transaction(self, customer_id: str | None = None):
+    def _transaction(self):
         return _SQLiteTransaction(self, immediate=True)
 
     def close(self) -> None:
@@ -308,8 +305,8 @@ class SQLiteDecisionStore(_Store):
 
 
 class _PgTransaction:
-    def __init__(self, store: PostgresDecisionStore, customer_id: str | None, group: list[str] | None = None):
-        self.store, self.customer_id, self.group = store, customer_id, group
+    def __init__(self, store: PostgresDecisionStore, group: list[str] | None = None):
+        self.store, self.group = store, group
 
     def __enter__(self):
         import psycopg
@@ -317,9 +314,7 @@ class _PgTransaction:
         try:
             self.con = self.store._connection()
             self.cur = self.con.cursor()
-            if self.customer_id is not None:
-                self.cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (self.customer_id,))
-            elif self.group:
+            if self.group:
                 self.cur.execute("SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(c, 0) AS k "
                                  "FROM unnest(%s::text[]) AS c ORDER BY k) AS keys", (self.group,))
         except psycopg.Error as exc:
@@ -396,13 +391,13 @@ class PostgresDecisionStore(_Store):
             with self._guard:
                 self._all = [c for c in self._all if c is not con]
 
-    def _transaction(self, customer_id: str | None = None):
-        return _PgTransaction(self, customer_id)
+    def _transaction(self):
+        return _PgTransaction(self)
 
     def _transaction_for(self, customer_ids: Sequence[str]):
         """Every customer's advisory lock, taken in the order of their keys: two groups
         that share customers cannot deadlock."""
-        return _PgTransaction(self, None, sorted(set(customer_ids)))
+        return _PgTransaction(self, sorted(set(customer_ids)))
 
     def _append(self, rows: list[tuple], replace: bool = False) -> None:
         """Bulk append with COPY (the nightly batch writes millions); with ``replace``,
