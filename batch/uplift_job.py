@@ -43,7 +43,7 @@ def load_config(path: Path | None) -> UpliftConfig:
 def _log_assignments(url: str | None, home: Home, dataset: str, as_of: date, horizon: int) -> tuple[pd.DataFrame, str]:
     store = open_decision_store(url, home, dataset)
     try:
-        if url is None and not getattr(store, "path", Path("/nonexistent")).exists():
+        if url is None and not store.path.exists():  # the dataset's embedded log was never written
             return pd.DataFrame(), "no decision log"
         decisions, outcomes = store.decisions(), store.outcomes()
     finally:

@@ -159,3 +159,27 @@ def test_train_uplift_without_randomised_contacts_exits_2(served_home, tmp_path:
     text = " ".join((r.stdout + r.stderr).split())
     assert "nothing randomised to learn uplift from" in text and "no control-arm decision" in text
     assert "no `group` column" in text
+
+
+def test_a_per_offer_model_gives_nan_for_an_offer_it_has_no_model_for():
+    """Offer B had too few assignments for a model: its rows are unknown (NaN), never a guess,
+    for the estimate and for both ends of the interval; offer A's rows are scored."""
+    import numpy as np
+
+    from training.encode import FeatureEncoder
+    from training.uplift.learners import TLearner
+    from training.uplift.model import UpliftModel
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=400)})
+    t, y = rng.integers(0, 2, 400), rng.integers(0, 2, 400)
+    encoder = FeatureEncoder(["x"]).fit(frame)
+    learner = TLearner(params={"n_estimators": 5}, n_bags=2).fit(frame.astype("float32"), t, y)
+    model = UpliftModel("t", "per_offer", ["x"], encoder, ["A", "B"], models={"A": learner})
+    rows = frame.head(4).assign(offer_id=["B", "B", "A", "B"])
+    low, high = model.predict_interval(rows)
+    est = model.predict(rows)
+    assert np.isnan(est[[0, 1, 3]]).all() and np.isfinite(est[2])
+    assert np.isnan(low[[0, 1, 3]]).all() and np.isnan(high[[0, 1, 3]]).all() and low[2] <= high[2]
+    only_b = model.predict_interval(rows.iloc[[0, 1]])
+    assert all(np.isnan(a).all() for a in only_b)

@@ -48,35 +48,30 @@ class UpliftModel:
             x[OFFER_COLUMN] = pd.Categorical(frame[OFFER_COLUMN].map(codes), categories=range(len(self.offers)))
         return x
 
-    def _each(self, frame: pd.DataFrame, fn) -> tuple[np.ndarray, ...]:
+    def _each(self, frame: pd.DataFrame, fn, outputs: int) -> tuple[np.ndarray, ...]:
+        """``fn(learner, design rows)`` -> ``outputs`` arrays, per model; NaN for rows of an
+        offer without a model (per_offer)."""
         if OFFER_COLUMN not in frame.columns:
             raise KeyError(f"uplift input lacks the {OFFER_COLUMN!r} column (which offer to score)")
         x = self.design(frame)
         if self.mode == "pooled":
             return fn(self.models["*"], x)
-        outs: list[np.ndarray] | None = None
+        outs = [np.full(len(frame), np.nan) for _ in range(outputs)]
         offer = frame[OFFER_COLUMN].astype(str).to_numpy()
         for o, model in self.models.items():
             rows = np.flatnonzero(offer == o)
-            if not len(rows):
-                continue
-            got = fn(model, x.iloc[rows])
-            if outs is None:
-                outs = [np.full(len(frame), np.nan) for _ in got]
-            for out, g in zip(outs, got, strict=True):
-                out[rows] = g
-        if outs is None:
-            n = 2 if fn is _interval else 1
-            outs = [np.full(len(frame), np.nan) for _ in range(n)]
+            if len(rows):
+                for out, got in zip(outs, fn(model, x.iloc[rows]), strict=True):
+                    out[rows] = got
         return tuple(outs)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Uplift P(convert | contacted with the row's offer) - P(convert | not contacted)."""
-        return self._each(frame, lambda m, x: (m.predict(x),))[0]
+        return self._each(frame, lambda m, x: (m.predict(x),), 1)[0]
 
     def predict_interval(self, frame: pd.DataFrame, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
         """The ``1 - alpha`` interval of each row's uplift (from the learner's bootstrap bags)."""
-        low, high = self._each(frame, lambda m, x: _interval(m, x, alpha))
+        low, high = self._each(frame, lambda m, x: m.predict_interval(x, alpha=alpha), 2)
         return low, high
 
     def scores(self, frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
@@ -88,10 +83,6 @@ class UpliftModel:
     @property
     def inputs(self) -> Sequence[str]:
         return [*self.features, OFFER_COLUMN]
-
-
-def _interval(model, x: pd.DataFrame, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    return model.predict_interval(x, alpha=alpha)
 
 
 class UpliftPyfunc(mlflow.pyfunc.PythonModel):

@@ -162,7 +162,7 @@ def train_uplift(assignments: pd.DataFrame, features: pd.DataFrame, feature_colu
     timings["candidates"] = time.perf_counter() - t0
     if not rows:
         raise NoRandomisedDataError("no uplift model could be fit: " + "; ".join(sorted(set(skipped.values()))))
-    best = max((r for r in rows), key=lambda r: r["qini"])
+    best = max(rows, key=lambda r: r["qini"])
     learner, mode = fitted[best["model"]]
     say(f"refit {best['model']} with {cfg.n_bags} bootstrap bags")
     design = UpliftModel(learner, mode, template.features, encoder, offers)  # type: ignore[arg-type]
