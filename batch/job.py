@@ -161,7 +161,7 @@ def clean_abandoned(root: Path) -> int:
 
 def base_manifest(as_of: date, champions: dict, missing_tasks: list[str], snapshot_info: dict, catalog,
                   previous_as_of: date | None, *, rows_in: int, scored: int, cross_sell_pairs: int, offers: int,
-                  timings: dict, engine: str) -> dict:
+                  timings: dict, engine: str, uplift=None) -> dict:
     return {
         "format": 1,
         "as_of": as_of.isoformat(),
@@ -169,6 +169,8 @@ def base_manifest(as_of: date, champions: dict, missing_tasks: list[str], snapsh
         "engine": engine,
         "models": {t: {"name": c.name, "version": c.version, "source": c.source} for t, c in champions.items()},
         "missing_tasks": missing_tasks,
+        "uplift_model": ({"name": uplift.name, "version": uplift.version, "source": uplift.source}
+                         if uplift is not None else None),
         "snapshot": snapshot_info,
         "catalog_version": getattr(catalog, "version", None),
         "previous_as_of": previous_as_of.isoformat() if previous_as_of else None,
@@ -189,7 +191,8 @@ def decision_summary(decisions: pd.DataFrame) -> dict:
 def run_scoring(snapshot: pd.DataFrame, snapshot_info: dict, champions: dict, catalog, contacts, as_of: date,
                 root: Path, *, window_days: int, k: int = 3, progress: Callable[[int], None] | None = None,
                 before_swap: Callable[[Path], None] | None = None, timings: dict | None = None,
-                decision=None, log_decisions: Callable[[pd.DataFrame], None] | None = None) -> BatchResult:
+                decision=None, log_decisions: Callable[[pd.DataFrame], None] | None = None,
+                uplift=None) -> BatchResult:
     """Score, reconcile, write atomically. Pure of any registry or engine access.
     ``timings`` (seconds of earlier steps, e.g. the feature build) go into the manifest."""
     timings = dict(timings or {})
@@ -198,14 +201,14 @@ def run_scoring(snapshot: pd.DataFrame, snapshot_info: dict, champions: dict, ca
     if removed:
         log.warning("removed %d staging director%s left by an interrupted run", removed, "y" if removed == 1 else "ies")
     outputs = score_snapshot(snapshot, champions, catalog, as_of, window_days=window_days, contacts=contacts, k=k,
-                             progress=progress, decision=decision)
+                             progress=progress, decision=decision, uplift=uplift)
     timings["score_seconds"] = round(time.perf_counter() - t0, 3)
     reconcile(snapshot, outputs.scores)
     prev_day, prev = previous_scores(root, as_of)
     migration = segment_migration(prev, outputs.scores)
     manifest = base_manifest(as_of, champions, outputs.missing_tasks, snapshot_info, catalog, prev_day,
                              rows_in=len(snapshot), scored=len(outputs.scores), cross_sell_pairs=len(outputs.cross_sell),
-                             offers=len(outputs.offers), timings=timings, engine="duckdb")
+                             offers=len(outputs.offers), timings=timings, engine="duckdb", uplift=uplift)
     if outputs.decisions is not None and log_decisions is not None:  # durable before the outputs are published
         t1 = time.perf_counter()
         log_decisions(outputs.decisions)

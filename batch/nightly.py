@@ -29,12 +29,20 @@ from batch.job import BatchError, BatchResult, parquet_rows, run_scoring
 from batch.score import BatchDecision
 from features.build_config import BuildConfig
 from features.publish import build_and_publish, check_engine, publish_snapshot
-from features.snapshot import SchemaMismatchError, feature_config, read_contacts, read_metadata
+from features.snapshot import SchemaMismatchError, data_files, feature_config, read_contacts, read_metadata
 from scoring.catalog import Catalog, CatalogError, load_catalog, no_catalog_message, resolve_catalog_path
-from scoring.champions import Champion, NotReadyError, RegistrySource, categories_of
+from scoring.champions import (
+    Champion,
+    ModelLoadError,
+    NotReadyError,
+    RegistrySource,
+    categories_of,
+    model_versions,
+)
 from scoring.contacts import ContactHistory
 from scoring.decisions import DecisionStoreUnavailable, open_decision_store, to_us
 from scoring.live import since_us
+from scoring.uplift_scores import missing_columns
 from sources.dataset import DatasetError, resolve_dataset
 
 log = logging.getLogger(__name__)
@@ -111,18 +119,20 @@ def run_nightly(as_of: date, home: Home, *, dataset: str = "completejourney", ou
         contacts = ContactHistory.from_frame(history, as_of) if history is not None else None
         root = out or home.batch(ds.name)
         timings = {"features_seconds": round(t_features, 3)}
+        uplift = _uplift(home, catalog, snap_dir, warnings)
         decision, store = None, None
         if catalog is not None:  # every offer the batch writes is a logged decision
             store = stack.enter_context(closing(open_decision_store(decisions_url, home, ds.name)))
             decision = batch_decision(store, catalog, champions, info, dataset=ds.name, as_of=as_of,
-                                      decided_us=decided_us)
+                                      decided_us=decided_us, uplift=uplift)
         if spark is not None:
             from batch.spark_job import run_scoring_spark
 
             tell(f"scoring {info['rows']:,} customers on Spark ({spark.session.sparkContext.master})")
             result = run_scoring_spark(spark.session, snap_dir, info, champions, catalog, contacts, as_of, root,
                                        window_days=window_days, k=k, timings=timings, decision=decision,
-                                       log_decisions=store.log_table if store is not None else None)
+                                       log_decisions=store.log_table if store is not None else None,
+                                       uplift=uplift)
         else:
             import pandas as pd
 
@@ -137,7 +147,7 @@ def run_nightly(as_of: date, home: Home, *, dataset: str = "completejourney", ou
 
             result = run_scoring(snapshot, info, champions, catalog, contacts, as_of, root, window_days=window_days,
                                  k=k, progress=advance, timings=timings, decision=decision,
-                                 log_decisions=store.log_table if store is not None else None)
+                                 log_decisions=store.log_table if store is not None else None, uplift=uplift)
     if publish:
         publish_snapshot(home, ds.name, snap_dir, as_of)
     warnings += [f"no champion for {t}: its columns are null" for t in result.manifest["missing_tasks"]]
@@ -145,7 +155,7 @@ def run_nightly(as_of: date, home: Home, *, dataset: str = "completejourney", ou
 
 
 def batch_decision(store, catalog: Catalog, champions: dict, info: dict, *, dataset: str, as_of: date,
-                   decided_us: int | None) -> BatchDecision:
+                   decided_us: int | None, uplift=None) -> BatchDecision:
     """The decision context of one run: its time (default: the start of ``as_of``, UTC, so a
     rerun decides alike), its key (decision ids derive from the dataset and the date: a
     rerun replaces the run's decisions instead of adding to them), the live log read once."""
@@ -156,7 +166,7 @@ def batch_decision(store, catalog: Catalog, champions: dict, info: dict, *, data
         raise BadInputError(f"{exc}: no offer can be decided without the decision log") from None
     # what was logged before this run's moment (not a previous attempt of this same run)
     live = (contacts[contacts["decided_us"] < now_us], outcomes[outcomes["occurred_us"] < now_us])
-    versions = ({t: c.version for t, c in champions.items()}, catalog.version,
+    versions = (model_versions(champions, uplift), catalog.version,
                 str(info.get("feature_set_fingerprint") or ""))
     return BatchDecision(now_us, f"{dataset}:{as_of.isoformat()}", live, versions)
 
@@ -174,6 +184,30 @@ def _champions(home: Home) -> dict[str, Champion]:
         return RegistrySource(home.mlflow_tracking_uri()).champions()
     except NotReadyError as exc:
         raise BadInputError(str(exc)) from None
+
+
+def _uplift(home: Home, catalog: Catalog | None, snap_dir: Path, warnings: list[str]):
+    """The cvm-uplift champion when there are offers to score it for (None without one). One
+    that cannot be loaded or does not fit the snapshot is left out with a warning: offers
+    with ``propensity: uplift`` then say "no uplift model for this offer"."""
+    if catalog is None:
+        return None
+    try:
+        uplift = RegistrySource(home.mlflow_tracking_uri()).uplift()
+    except (NotReadyError, ModelLoadError) as exc:
+        warnings.append(f"uplift model not used: {exc}")
+        return None
+    if uplift is None:
+        return None
+    import pyarrow.parquet as pq
+
+    parts = data_files(snap_dir)
+    missing = missing_columns(uplift, pq.read_schema(parts[0]).names) if parts else []
+    if missing:
+        warnings.append(f"uplift model {uplift.name} version {uplift.version} not used: the snapshot lacks "
+                        f"{', '.join(missing[:10])}")
+        return None
+    return uplift
 
 
 def _catalog(spec: str, dataset_name: str, path: Path | None, categories: list[str],

@@ -36,6 +36,7 @@ from scoring.champions import RegistrySource, categories_of
 from scoring.contacts import ContactHistory, ContactState
 from scoring.inference import score_block, to_customer_scores
 from scoring.nbo import CategorySpend, CustomerScores, arbitrate
+from scoring.uplift_scores import UpliftChampion, uplift_for
 from sources.dataset import resolve_dataset
 from sources.load import load_sources
 from training.predictor import block_from_frame
@@ -176,13 +177,14 @@ def evaluate_and_log(dataset: str, as_of: date, home: Home, *, catalog_path: Pat
 
 
 def score_frame(frame: pd.DataFrame, champions: dict, catalog: Catalog, *,
-                window_days: int) -> tuple[CustomerScores, CategorySpend]:
+                window_days: int, uplift: UpliftChampion | None = None) -> tuple[CustomerScores, CategorySpend]:
     """Every customer of a snapshot frame scored by the champions (the batch's path);
     ``window_days``: the window the snapshot's ``monetary`` covers."""
     n = len(frame)
     block = block_from_frame(frame)
     categories = categories_of(champions)
     scores = to_customer_scores(frame["customer_id"].astype(str).tolist(), np.ones(n, dtype=bool), block,
-                                score_block(champions, block, n), categories)
+                                score_block(champions, block, n), categories,
+                                uplift=uplift_for(uplift, block, n, [o.id for o in catalog.offers]))
     spend = CategorySpend.from_snapshot(block, categories, window_days=window_days, horizon_days=catalog.horizon_days)
     return scores, spend

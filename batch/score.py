@@ -24,6 +24,7 @@ from scoring.decide import batch_decision_ids, choose, decision_table
 from scoring.decisions import from_us
 from scoring.inference import score_block, to_customer_scores
 from scoring.nbo import CategorySpend, arbitrate, top_offers
+from scoring.uplift_scores import UpliftChampion, uplift_for
 from training.predictor import block_from_frame
 
 #: scores.parquet columns, in order
@@ -56,13 +57,14 @@ class BatchDecision:
 def score_snapshot(frame: pd.DataFrame, champions: Mapping[str, Champion], catalog: Catalog | None,
                    as_of: date, *, window_days: int, contacts: ContactHistory | None = None, k: int = 3,
                    chunk_rows: int = CHUNK_ROWS, progress: Callable[[int], None] | None = None,
-                   decision: BatchDecision | None = None) -> BatchOutputs:
+                   decision: BatchDecision | None = None, uplift: UpliftChampion | None = None) -> BatchOutputs:
     """Every customer of ``frame`` (one snapshot row each) scored by the champions.
 
     ``window_days`` is the window the snapshot's ``monetary`` covers (its feature
     configuration's ``rfm_window_days``): category spend, and so offer values, are scaled
     by it. A task without a champion leaves its columns null and is listed in
-    ``missing_tasks``; without a cross-sell champion or a catalog, offers are empty.
+    ``missing_tasks``; without a cross-sell champion or a catalog, offers are empty. With
+    an ``uplift`` champion, offers carry each one's uplift and interval (NaN without).
     """
     if frame["customer_id"].duplicated().any():
         raise ValueError("the snapshot has duplicate customer_id values: one row per customer is required")
@@ -77,7 +79,7 @@ def score_snapshot(frame: pd.DataFrame, champions: Mapping[str, Champion], catal
     score_parts, xs_parts, offer_parts, decision_parts = [], [], [], []
     for start in range(0, len(frame), chunk_rows):
         chunk = frame.iloc[start:start + chunk_rows]
-        s, x, o, d = score_chunk(chunk, champions, categories, catalog, spend, contacts, k, decision)
+        s, x, o, d = score_chunk(chunk, champions, categories, catalog, spend, contacts, k, decision, uplift)
         score_parts.append(s)
         xs_parts.append(x)
         offer_parts.append(o)
@@ -103,7 +105,7 @@ def _empty_scores() -> pd.DataFrame:
 
 def score_chunk(chunk: pd.DataFrame, champions: Mapping[str, Champion], categories: list[str],
                 catalog: Catalog | None, spend: CategorySpend, contacts: ContactHistory | None, k: int,
-                decision: BatchDecision | None = None
+                decision: BatchDecision | None = None, uplift: UpliftChampion | None = None
                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """Snapshot rows in; their scores, eligible cross-sell pairs, top ``k`` offers and
     decisions out (the embedded job calls it per chunk, the Spark job per Arrow batch).
@@ -115,7 +117,9 @@ def score_chunk(chunk: pd.DataFrame, champions: Mapping[str, Champion], categori
     n = len(chunk)
     block = block_from_frame(chunk)
     ids = chunk["customer_id"].astype(str).to_numpy(dtype=object)
-    cs = to_customer_scores(ids, np.ones(n, dtype=bool), block, score_block(champions, block, n), categories)
+    lifts = uplift_for(uplift, block, n, [o.id for o in catalog.offers]) if catalog is not None else {}
+    cs = to_customer_scores(ids, np.ones(n, dtype=bool), block, score_block(champions, block, n), categories,
+                            uplift=lifts)
     scores = pd.DataFrame({
         "customer_id": ids,
         "rfm_segment": cs.segment,

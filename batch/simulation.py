@@ -44,7 +44,7 @@ from batch.offer_evaluation import score_frame
 from features.publish import build_and_publish
 from features.snapshot import feature_config, read_contacts, read_metadata
 from scoring.catalog import Catalog
-from scoring.champions import Champion, categories_of
+from scoring.champions import Champion, categories_of, model_versions
 from scoring.contacts import ContactHistory
 from scoring.decide import batch_decision_ids
 from scoring.decisions import Outcome, SQLiteDecisionStore, to_us
@@ -106,7 +106,8 @@ def _subset(cs: CustomerScores, rows: np.ndarray) -> CustomerScores:
         customer_ids=np.asarray(cs.customer_ids, dtype=object)[rows], found=cs.found[rows], segment=cs.segment[rows],
         churn_probability=cs.churn_probability[rows], next_purchase_probability=cs.next_purchase_probability[rows],
         expected_orders=cs.expected_orders[rows], clv=cs.clv[rows], avg_order_value=cs.avg_order_value[rows],
-        cross_sell=cs.cross_sell[rows], categories=cs.categories, days_since_category=cs.days_since_category[rows])
+        cross_sell=cs.cross_sell[rows], categories=cs.categories, days_since_category=cs.days_since_category[rows],
+        uplift={o: tuple(a[rows] for a in v) for o, v in cs.uplift.items()})
 
 
 class LocalDecider:
@@ -254,7 +255,7 @@ def simulate(*, customer_ids: np.ndarray, decider, catalog: Catalog, person: pd.
 def run_simulation(home: Home, dataset, start: date, days: int, *, catalog: Catalog, champions: dict[str, Champion],
                    seed: int = 0, visit_rate: float = 0.1, out: Path | None = None, horizon_days: int = 28,
                    min_customers: int = 30, progress: Callable[[int], None] | None = None,
-                   url: str | None = None, api_key: str | None = None) -> SimulationResult:
+                   url: str | None = None, api_key: str | None = None, uplift=None) -> SimulationResult:
     """Simulate ``days`` days from ``start`` on ``dataset`` (a ``sources.dataset.Dataset``
     written by ``cvm synth``) and measure the impact; writes ``simulation.json``. With
     ``url``, a running ``cvm serve --simulation-clock`` decides over HTTP instead."""
@@ -289,8 +290,8 @@ def run_simulation(home: Home, dataset, start: date, days: int, *, catalog: Cata
         for suffix in ("", "-wal", "-shm"):  # a rerun starts from an empty log
             Path(str(log_path) + suffix).unlink(missing_ok=True)
         store = SQLiteDecisionStore(log_path)
-        cs, spend = score_frame(frame, champions, catalog, window_days=window)  # the batch's scoring path
-        versions = Versions({t: c.version for t, c in champions.items()}, catalog.version, "simulation")
+        cs, spend = score_frame(frame, champions, catalog, window_days=window, uplift=uplift)  # the batch's path
+        versions = Versions(model_versions(champions, uplift), catalog.version, "simulation")
         decider = LocalDecider(cs, catalog=catalog, spend=spend, history=history, store=store, versions=versions,
                                key=f"simulation:{seed}:{start}")
     else:
@@ -342,7 +343,9 @@ def simulate_dataset(home: Home, dataset_spec: str, start: date, days: int, *, c
     from sources.dataset import resolve_dataset
 
     dataset = resolve_dataset(dataset_spec, home)
-    champions = RegistrySource(home.mlflow_tracking_uri()).champions()
+    source = RegistrySource(home.mlflow_tracking_uri())
+    champions = source.champions()
     catalog = load_catalog(catalog_path or default_catalog_path("synthetic"), categories_of(champions))
+    uplift = source.uplift() if any(o.propensity == "uplift" for o in catalog.offers) else None
     return run_simulation(home, dataset, start, days, catalog=catalog, champions=champions, seed=seed,
-                          visit_rate=visit_rate, out=out, progress=progress, url=url, api_key=api_key)
+                          visit_rate=visit_rate, out=out, progress=progress, url=url, api_key=api_key, uplift=uplift)

@@ -42,6 +42,7 @@ from scoring.champions import Champion, categories_of, missing_tasks
 from scoring.contacts import ContactHistory
 from scoring.decide import OFFER_DECISION_COLUMNS
 from scoring.nbo import OFFER_COLUMNS, CategorySpend
+from scoring.uplift_scores import UpliftChampion
 
 #: rows per Arrow batch handed to the scoring function (bigger batches, fewer booster calls)
 ARROW_BATCH_ROWS = 50_000
@@ -51,7 +52,8 @@ _TAGGED = {"kind": "string", "customer_id": "string", "rfm_segment": "string", "
            "next_purchase_probability": "double", "expected_orders": "double", "clv": "double",
            "best_offer_id": "string", "best_offer_expected_value": "double", "category": "string",
            "probability": "double", "rank": "long", "offer_id": "string", "name": "string", "type": "string",
-           "channel": "string", "propensity": "double", "value": "double", "expected_value": "double",
+           "channel": "string", "propensity": "double", "uplift": "double", "uplift_low": "double",
+           "uplift_high": "double", "value": "double", "expected_value": "double",
            "decision_id": "string", "arm": "string", "pscore": "double", "policy_offer_id": "string",
            "offers": "string"}
 TAGGED_COLUMNS = tuple(_TAGGED)
@@ -97,7 +99,7 @@ def category_spend_spark(df, categories: list[str], *, window_days: int, horizon
 
 def score_dataframe(df, champions: Mapping[str, Champion], catalog: Catalog | None,
                     contacts: ContactHistory | None, *, k: int, window_days: int,
-                    decision: BatchDecision | None = None):
+                    decision: BatchDecision | None = None, uplift: UpliftChampion | None = None):
     """The tagged output of every snapshot row, as a (lazy) Spark DataFrame."""
     session = df.sparkSession
     categories = categories_of(dict(champions))
@@ -105,13 +107,14 @@ def score_dataframe(df, champions: Mapping[str, Champion], catalog: Catalog | No
         catalog.check_categories(categories, "offer catalog")
     spend = (category_spend_spark(df, categories, window_days=window_days, horizon_days=catalog.horizon_days)
              if catalog is not None and categories else CategorySpend({}))
-    shared = session.sparkContext.broadcast((dict(champions), catalog, contacts, spend, categories, k, decision))
+    shared = session.sparkContext.broadcast((dict(champions), catalog, contacts, spend, categories, k, decision,
+                                             uplift))
 
     def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        champs, cat, hist, sp, cats, top_k, dec = shared.value
+        champs, cat, hist, sp, cats, top_k, dec, up = shared.value
         for batch in batches:
             if len(batch):
-                yield tag(*score_chunk(batch, champs, cats, cat, sp, hist, top_k, dec))
+                yield tag(*score_chunk(batch, champs, cats, cat, sp, hist, top_k, dec, up))
 
     session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_ROWS))
     return df.mapInPandas(score_batches, schema=_tagged_schema())
@@ -121,7 +124,8 @@ def run_scoring_spark(session, snapshot_dir: Path, snapshot_info: dict, champion
                       catalog: Catalog | None, contacts: ContactHistory | None, as_of: date, root: Path, *,
                       window_days: int, k: int = 3, before_swap: Callable[[Path], None] | None = None,
                       timings: dict | None = None, decision: BatchDecision | None = None,
-                      log_decisions: Callable[[pd.DataFrame], None] | None = None) -> BatchResult:
+                      log_decisions: Callable[[pd.DataFrame], None] | None = None,
+                      uplift: UpliftChampion | None = None) -> BatchResult:
     """Score the snapshot on Spark, reconcile, write the outputs aside and swap them in."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -132,7 +136,7 @@ def run_scoring_spark(session, snapshot_dir: Path, snapshot_info: dict, champion
         clean_abandoned(root)
     snapshot = session.read.parquet(str(snapshot_dir.resolve()))
     tagged = score_dataframe(snapshot, champions, catalog, contacts, k=k, window_days=window_days,
-                             decision=decision).persist(StorageLevel.MEMORY_AND_DISK)
+                             decision=decision, uplift=uplift).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         scores = (tagged.where(F.col("kind") == "scores").withColumn("as_of", F.lit(as_of))
                   .select(*SCORE_COLUMNS))
@@ -157,7 +161,7 @@ def run_scoring_spark(session, snapshot_dir: Path, snapshot_info: dict, champion
             manifest = base_manifest(as_of, dict(champions), missing_tasks(dict(champions)), snapshot_info, catalog,
                                      prev_day, rows_in=counts["in"], scored=counts["scored"],
                                      cross_sell_pairs=cross_sell.count(), offers=offers.count(),
-                                     timings=timings, engine="spark")
+                                     timings=timings, engine="spark", uplift=uplift)
             manifest = write_manifest(staging, manifest)
     finally:
         tagged.unpersist()

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from training.predictor import Predictor
-from training.tasks import TASK_SPECS
+from training.tasks import TASK_SPECS, UPLIFT_SPEC
 
 log = logging.getLogger(__name__)
 
@@ -62,25 +62,27 @@ class RegistrySource:
 
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
+    def _alias_version(self, client, name: str) -> str | None:
+        """The version ``name@<alias>`` points at (None: no such alias or model); raises
+        ``NotReadyError`` when the registry cannot be reached."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(client.get_model_version_by_alias(name, self.alias).version)
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower():
+                return None
+            raise NotReadyError(f"model registry at {self.tracking_uri} unusable: {exc}") from exc
+        except Exception as exc:
+            raise NotReadyError(f"model registry at {self.tracking_uri} unreachable: "
+                                f"{type(exc).__name__}: {exc}") from exc
+
     def versions(self) -> dict[str, str]:
         """task -> version the alias points at now (tasks without one are left out).
         Raises ``NotReadyError`` when the registry cannot be reached."""
-        from mlflow.exceptions import MlflowException
-
         client = self.client()
-        out = {}
-        for task, spec in TASK_SPECS.items():
-            try:
-                mv = client.get_model_version_by_alias(spec.model_name, self.alias)
-            except MlflowException as exc:
-                if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower():
-                    continue
-                raise NotReadyError(f"model registry at {self.tracking_uri} unusable: {exc}") from exc
-            except Exception as exc:
-                raise NotReadyError(f"model registry at {self.tracking_uri} unreachable: "
-                                    f"{type(exc).__name__}: {exc}") from exc
-            out[task] = str(mv.version)
-        return out
+        found = {task: self._alias_version(client, spec.model_name) for task, spec in TASK_SPECS.items()}
+        return {task: v for task, v in found.items() if v is not None}
 
     def download(self, name: str, version: str, dst: str) -> str:
         """A registered version's files into ``dst``, through this source's URIs only (MLflow's
@@ -111,6 +113,36 @@ class RegistrySource:
             raise ModelLoadError(f"{name} version {version} is a {model.task!r} model, not {task!r}")
         return Champion(task, name, version, model.predictor(), uri)
 
+    def uplift_version(self) -> str | None:
+        """The version ``cvm-uplift@<alias>`` points at (None: no uplift model registered)."""
+        return self._alias_version(self.client(), UPLIFT_SPEC.model_name)
+
+    def load_uplift(self, version: str):
+        """``scoring.uplift_scores.UpliftChampion`` of that cvm-uplift version."""
+        import tempfile
+
+        import mlflow.pyfunc
+
+        from scoring.uplift_scores import UpliftChampion, UpliftScorer
+        from training.uplift.model import UpliftModel
+
+        name = UPLIFT_SPEC.model_name
+        what = f"{name} version {version}"
+        with tempfile.TemporaryDirectory(prefix="cvm-model-") as tmp:
+            local = self.download(name, version, tmp)
+            try:
+                model = mlflow.pyfunc.load_model(local).unwrap_python_model().model
+            except Exception as exc:
+                raise ModelLoadError(f"{what} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(model, UpliftModel):
+            raise ModelLoadError(f"{what} is not a cvm uplift model (found {type(model).__name__})")
+        return UpliftChampion(name, version, UpliftScorer(model), f"models:/{name}/{version}")
+
+    def uplift(self):
+        """The uplift champion, loaded (None without one)."""
+        version = self.uplift_version()
+        return self.load_uplift(version) if version is not None else None
+
     def champions(self) -> dict[str, Champion]:
         """Every task's champion, loaded (tasks without one are left out)."""
         return {t: self.load(t, v) for t, v in self.versions().items()}
@@ -121,6 +153,15 @@ def categories_of(champions: dict[str, Champion]) -> list[str]:
     them); empty without a cross-sell champion."""
     xs = champions.get("cross-sell")
     return list(xs.model.categories) if xs is not None else []
+
+
+def model_versions(champions: dict[str, Champion], uplift=None) -> dict[str, str]:
+    """What a decision records it was made with: task -> version, and ``uplift`` -> the
+    cvm-uplift version when one scored."""
+    out = {t: c.version for t, c in champions.items()}
+    if uplift is not None:
+        out["uplift"] = uplift.version
+    return out
 
 
 def missing_tasks(champions: dict[str, Champion]) -> list[str]:

@@ -18,6 +18,7 @@ import numpy as np
 from features.definitions import slug
 from scoring.champions import Champion
 from scoring.nbo import CustomerScores
+from scoring.uplift_scores import UpliftScores
 from training.predictor import Block
 
 #: scores a customer gets (and an unknown customer gets as population priors)
@@ -44,9 +45,11 @@ def score_block(champions: Mapping[str, Champion], block: Block, n: int, *,
 
 
 def to_customer_scores(ids: Sequence[str], found: np.ndarray, block: Block,
-                       scored: Mapping[str, object], categories: Sequence[str]) -> CustomerScores:
+                       scored: Mapping[str, object], categories: Sequence[str], *,
+                       uplift: UpliftScores | None = None) -> CustomerScores:
     """What the offer engine reads, from ``score_block``'s outputs (NaN for a task without
-    a champion). The service, the batch job and the offline evaluation all build it here."""
+    a champion) and the uplift champion's (``scoring.uplift_scores``). The service, the
+    batch job and the offline evaluation all build it here."""
     n, k = len(ids), len(categories)
 
     def col(key: str) -> np.ndarray:
@@ -60,7 +63,7 @@ def to_customer_scores(ids: Sequence[str], found: np.ndarray, block: Block,
     segment = np.asarray(block.get("rfm_segment", np.full(n, None, dtype=object)), dtype=object)
     return CustomerScores(list(ids), np.asarray(found, dtype=bool), segment, col("churn_probability"),
                           col("next_purchase_probability"), col("expected_orders"), col("clv"),
-                          col("avg_order_value"), xs, list(categories), days)
+                          col("avg_order_value"), xs, list(categories), days, dict(uplift or {}))
 
 
 def priors(scored: Mapping[str, np.ndarray], categories: Sequence[str]) -> dict[str, object]:

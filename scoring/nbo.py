@@ -27,8 +27,8 @@ from scoring.catalog import Catalog, Offer
 from scoring.contacts import ContactState
 
 #: (customer, offer) rows nbo returns, in order
-OFFER_COLUMNS = ("customer_id", "rank", "offer_id", "name", "type", "channel", "propensity", "value",
-                 "expected_value")
+OFFER_COLUMNS = ("customer_id", "rank", "offer_id", "name", "type", "channel", "propensity", "uplift",
+                 "uplift_low", "uplift_high", "value", "expected_value")
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,8 @@ def _score_column(s: CustomerScores, name: str) -> np.ndarray:
 def arbitrate(scores: CustomerScores, catalog: Catalog, spend: CategorySpend,
               contacts: ContactState | None = None, *, channel: str | None = None,
               exclude_offer_ids: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """Matrices (customers x offers): ``eligible``, ``propensity``, ``value``, ``uplift`` (NaN
-    without an uplift model), ``expected_value`` (NaN where not eligible) and ``why`` (the
+    """Matrices (customers x offers): ``eligible``, ``propensity``, ``value``, ``uplift`` with
+    ``uplift_low`` and ``uplift_high`` (its 95 % interval; NaN without an uplift model), ``expected_value`` (NaN where not eligible) and ``why`` (the
     first rule that made a pair ineligible, or ''). Expected value = propensity x value x
     lever - cost; for an offer with ``propensity: uplift``, uplift x value x lever - cost,
     and a customer whose uplift interval lies below zero does not get it."""
@@ -111,6 +111,8 @@ def arbitrate(scores: CustomerScores, catalog: Catalog, spend: CategorySpend,
     excluded = set(exclude_offer_ids)
 
     uplift = np.full((n, m), np.nan)
+    uplift_low = np.full((n, m), np.nan)
+    uplift_high = np.full((n, m), np.nan)
     basis = np.full((n, m), np.nan)  # what expected value multiplies: propensity, or uplift
     for j, o in enumerate(offers):
         k = cat_index.get(o.target_category) if o.target_category else None
@@ -166,14 +168,14 @@ def arbitrate(scores: CustomerScores, catalog: Catalog, spend: CategorySpend,
             block(j, contacts.suppressed[:, j], f"paused by an outcome rule ({rules})")
         scored = scores.uplift.get(o.id)
         if scored is not None:
-            uplift[:, j] = scored[0]
+            uplift[:, j], uplift_low[:, j], uplift_high[:, j] = scored
         if o.propensity == "uplift":
             # incremental value: only what the contact changes is worth paying for
             basis[:, j] = uplift[:, j]
             if scored is None:
                 block(j, np.ones(n, dtype=bool), "no uplift model for this offer (cvm train uplift)")
             else:
-                block(j, np.asarray(scored[2], dtype="float64") < 0,
+                block(j, uplift_high[:, j] < 0,
                       "uplift interval below zero: contact would lower conversion")
         else:
             basis[:, j] = prop[:, j]
@@ -187,6 +189,7 @@ def arbitrate(scores: CustomerScores, catalog: Catalog, spend: CategorySpend,
     why[block_all] = "expected value not above the minimum"
     eligible &= ~block_all
     return {"eligible": eligible, "propensity": prop, "value": value, "uplift": uplift,
+            "uplift_low": uplift_low, "uplift_high": uplift_high,
             "expected_value": np.where(eligible, ev, np.nan), "why": why}
 
 
@@ -225,14 +228,17 @@ def top_offers(scores: CustomerScores, catalog: Catalog, result: Mapping[str, np
         "channel": (np.full(len(cols_j), channel, dtype=object) if channel
                     else per_offer([o.channels[0] for o in offers])),
         "propensity": result["propensity"][rows_i, cols_j],
+        "uplift": result["uplift"][rows_i, cols_j],
+        "uplift_low": result["uplift_low"][rows_i, cols_j],
+        "uplift_high": result["uplift_high"][rows_i, cols_j],
         "value": result["value"][rows_i, cols_j],
         "expected_value": ev[rows_i, cols_j],
     }
 
 
 def offer_reasons(offer: Offer, scores: CustomerScores, i: int, propensity: float, value: float,
-                  spend: CategorySpend) -> list[str]:
-    """Plain-language reasons for one recommended offer."""
+                  spend: CategorySpend, uplift: tuple[float, float, float] | None = None) -> list[str]:
+    """Plain-language reasons for one recommended offer (``uplift``: its estimate and interval)."""
     out = []
     if offer.type == "cross_sell":
         out.append(f"cross-sell propensity for {offer.target_category}: {propensity:.3f} "
@@ -251,6 +257,10 @@ def offer_reasons(offer: Offer, scores: CustomerScores, i: int, propensity: floa
         out.append(f"value: {offer.value.rate:.0%} of predicted CLV {float(scores.clv[i]):.2f}")
     if offer.value.model == "fixed":
         out[-1] = f"value: fixed {value:.2f}"
+    if uplift is not None and np.isfinite(uplift[0]):
+        lead = "ranked on uplift" if offer.propensity == "uplift" else "uplift (not used in its ranking)"
+        out.append(f"{lead}: the contact changes conversion by {uplift[0]:+.3f} "
+                   f"(95 % interval {uplift[1]:+.3f} to {uplift[2]:+.3f})")
     seg = scores.segment[i]
     if seg:
         out.append(f"RFM segment {seg}")

@@ -26,11 +26,12 @@ from features.definitions import slug
 from features.snapshot import SchemaMismatchError, feature_config
 from scoring.arms import CONTROL
 from scoring.catalog import Catalog, NoCatalogError, no_catalog_message
-from scoring.champions import Champion, NotReadyError, categories_of
+from scoring.champions import Champion, NotReadyError, categories_of, model_versions
 from scoring.contacts import ContactHistory
 from scoring.inference import SCORE_KEYS, apply_priors, priors, score_block, to_customer_scores, top_reasons
 from scoring.live import LiveDecision, Versions, decide_one, decide_one_grouped
 from scoring.nbo import CategorySpend, CustomerScores, offer_reasons
+from scoring.uplift_scores import UpliftChampion, missing_columns, uplift_for
 from training.predictor import block_from_frame, block_from_records
 
 log = logging.getLogger(__name__)
@@ -65,14 +66,16 @@ class ServingState:
     string_columns: set[str]
     loaded_at: float = field(default_factory=time.time)
     contacts_error: str | None = None  # the published history could not be read: recommend fails closed
+    uplift: UpliftChampion | None = None  # the cvm-uplift champion (None: offers carry no uplift)
 
     @property
     def model_versions(self) -> dict[str, str]:
-        return {t: c.version for t, c in self.champions.items()}
+        """task -> version, and ``uplift`` -> the cvm-uplift version when one is loaded."""
+        return model_versions(self.champions, self.uplift)
 
     def version_header(self) -> str:
         """``churn=3,next-purchase=2,...``: for the X-Model-Versions response header."""
-        return ",".join(f"{t}={c.version}" for t, c in self.champions.items())
+        return ",".join(f"{t}={v}" for t, v in self.model_versions.items())
 
 
 def published_contacts(store) -> ContactHistory | None:
@@ -91,11 +94,14 @@ def read_contacts(store) -> tuple[ContactHistory | None, str | None]:
 
 
 def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog: Catalog | None, *,
-                contacts: ContactHistory | None = None, contacts_error: str | None = None) -> ServingState:
+                contacts: ContactHistory | None = None, contacts_error: str | None = None,
+                uplift: UpliftChampion | None = None) -> ServingState:
     """Check that models, snapshot and catalog fit together; compute priors. The contact
     history is the one published with the snapshot (read here unless ``contacts`` is the
     current snapshot's, already read). Raises ``NotReadyError`` with the reason when they
-    do not fit. ``catalog`` None: a state that scores and makes no offer (no catalog check)."""
+    do not fit. ``catalog`` None: a state that scores and makes no offer (no catalog check).
+    An ``uplift`` champion whose features the snapshot lacks is left out (logged): offers
+    that need it then say "no uplift model for this offer"."""
     if not champions:
         raise NotReadyError("no champion model is registered (train one: cvm train all --as-of DATE)")
     snap = store.current()
@@ -117,6 +123,14 @@ def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog:
               *(f"spend_share_{slug(k)}" for k in categories)]:
         if c in available and c not in columns:
             columns.append(c)
+    if uplift is not None:
+        lacking = missing_columns(uplift, available)
+        if lacking:
+            log.error("uplift model %s version %s not used: the published snapshot %s lacks %s", uplift.name,
+                      uplift.version, snap.version, ", ".join(lacking[:10]))
+            uplift = None
+        else:
+            columns += [c for c in uplift.columns if c not in columns]
     string_columns |= {c for c in columns if snap.columns.get(c) == "string"}
     if catalog is not None:
         catalog.check_categories(categories if categories else [], "offer catalog")
@@ -142,7 +156,7 @@ def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog:
             raise NotReadyError(f"{key}: the model gives no finite score on the snapshot's customers")
     return ServingState(dataset, dict(champions), store, catalog, snap.as_of, snap.version, spend,
                         priors(scored, categories), contacts, categories, columns, string_columns,
-                        contacts_error=contacts_error)
+                        contacts_error=contacts_error, uplift=uplift)
 
 
 def _fetch(state: ServingState, ids: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -160,12 +174,16 @@ def _num(v: float) -> float | None:
     return None if v is None or not math.isfinite(v) else round(float(v), 6)
 
 
-def customer_scores(state: ServingState, ids: Sequence[str], *, reasons: bool = True
+def customer_scores(state: ServingState, ids: Sequence[str], *, reasons: bool = True, uplift: bool = False
                     ) -> tuple[CustomerScores, dict[str, object], np.ndarray, dict[str, np.ndarray]]:
-    """Scores of ``ids``; unknown customers get the population priors."""
+    """Scores of ``ids``; unknown customers get the population priors. With ``uplift``, the
+    uplift of each catalog offer too (an unknown customer's is computed on its missing features)."""
     found, block = _fetch(state, ids)
     scored = score_block(state.champions, block, len(ids), reasons=reasons)
-    cs = apply_priors(to_customer_scores(ids, found, block, scored, state.categories), found, state.priors)
+    lifts = uplift_for(state.uplift, block, len(ids), [o.id for o in state.catalog.offers]) \
+        if uplift and state.catalog is not None else {}
+    cs = apply_priors(to_customer_scores(ids, found, block, scored, state.categories, uplift=lifts), found,
+                      state.priors)
     return cs, scored, found, block
 
 
@@ -251,7 +269,7 @@ def _decision_inputs(state: ServingState, customer_id: str, *, now_us: int | Non
         raise NoCatalogError(no_catalog_message(state.dataset))
     if channel is not None and channel not in state.catalog.channels:
         raise ValueError(f"unknown channel {channel!r}; channels are {state.catalog.channels}")
-    cs, _, found, _ = customer_scores(state, [customer_id], reasons=False)
+    cs, _, found, _ = customer_scores(state, [customer_id], reasons=False, uplift=True)
     now_us = time.time_ns() // 1000 if now_us is None else now_us
     return cs, found, {
         "catalog": state.catalog, "spend": state.spend, "history": state.contacts,
@@ -269,11 +287,17 @@ def _answer(state: ServingState, customer_id: str, cs: CustomerScores, found: np
             offer = state.catalog.offer(item["offer_id"])
             j = state.catalog.offers.index(offer)
             p, v = float(result["propensity"][0, j]), float(result["value"][0, j])
+            lift = float(result["uplift"][0, j])
             offers.append({
                 "offer_id": offer.id, "name": offer.name, "type": offer.type, "channel": item["channel"],
                 "expected_value": round(float(result["expected_value"][0, j]), 4),
-                "propensity": round(p, 6), "value": round(v, 4),
-                "reasons": offer_reasons(offer, cs, 0, p, v, state.spend),
+                "propensity": round(p, 6), "value": round(v, 4), "basis": offer.propensity,
+                "uplift": _num(lift),
+                "uplift_interval": ([_num(result["uplift_low"][0, j]), _num(result["uplift_high"][0, j])]
+                                    if math.isfinite(lift) else None),
+                "reasons": offer_reasons(offer, cs, 0, p, v, state.spend,
+                                         uplift=(lift, float(result["uplift_low"][0, j]),
+                                                 float(result["uplift_high"][0, j]))),
             })
     answer: dict[str, object] = {"customer_id": customer_id, "found": bool(found[0]),
                                  "rfm_segment": cs.segment[0] if found[0] else None,

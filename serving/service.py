@@ -107,9 +107,17 @@ class Offer(BaseModel):
     name: str
     type: str
     channel: str
-    expected_value: float = Field(description="propensity x value x lever - cost")
+    expected_value: float = Field(description="basis x value x lever - cost, the basis being the propensity "
+                                  "or, for an offer with 'propensity: uplift', the uplift")
     propensity: float
     value: float
+    basis: str = Field(description="What expected value multiplies: 'model' (the propensity) or 'uplift'.")
+    uplift: float | None = Field(description="P(convert | contacted) - P(convert | not contacted) from the "
+                                 "cvm-uplift champion; null without one for this offer.",
+                                 json_schema_extra=_nullable)
+    uplift_interval: list[float] | None = Field(
+        description="95 % interval [low, high] of the uplift; null without an uplift estimate.",
+        json_schema_extra=_nullable)
     reasons: list[str]
 
 

@@ -130,9 +130,12 @@ class StateHolder:
         catalog_path = self._catalog_path()
         # a catalog added to a service that had none (cvm nbo init) is picked up at the next check
         catalog_appeared = current is not None and current.catalog is None and catalog_path is not None
+        uplift_version = source.uplift_version() if hasattr(source, "uplift_version") else None
+        loaded_uplift = current.uplift.version if current is not None and current.uplift is not None else None
+        uplift_pending = uplift_version != loaded_uplift and self._rejected.get("uplift") != uplift_version
         same = (current is not None and not pending and set(versions) <= set(loaded) | set(self._rejected)
                 and current.snapshot_version == snap.version and current.contacts_error is None
-                and not catalog_appeared)
+                and not catalog_appeared and not uplift_pending)
         if same and not force:
             return LoadOutcome(False, dict(loaded), snap.version, "unchanged")
         champions: dict[str, Champion] = {}
@@ -157,6 +160,7 @@ class StateHolder:
                 if old is not None:
                     champions[task] = old
                     log.error("%s keeps serving version %s", task, old.version)
+        uplift = self._load_uplift(source, uplift_version, current, force, failures)
         contacts_error = None
         if self._contacts is None or self._contacts[0] != snap.version:  # read once per published snapshot
             history, contacts_error = read_contacts(store)
@@ -164,7 +168,7 @@ class StateHolder:
                 self._contacts = (snap.version, history)
         history = self._contacts[1] if self._contacts is not None and self._contacts[0] == snap.version else None
         state = build_state(self.dataset_name(), champions, store, self._catalog(catalog_path), contacts=history,
-                            contacts_error=contacts_error)
+                            contacts_error=contacts_error, uplift=uplift)
         changed = current is None or state.model_versions != current.model_versions \
             or state.snapshot_version != current.snapshot_version or catalog_appeared
         self.state = state  # one reference swap: requests in flight keep the state they read
@@ -181,6 +185,27 @@ class StateHolder:
                      state.as_of)
         return LoadOutcome(changed, state.model_versions, state.snapshot_version,
                            "reloaded" if changed else "unchanged", failures)
+
+    def _load_uplift(self, source, version: str | None, current, force: bool, failures: list[str]):
+        """The cvm-uplift champion to serve: the loaded one if its version did not move, else
+        ``version`` loaded; a version that fails to load is rejected (the old one keeps serving)."""
+        old = current.uplift if current is not None else None
+        if version is None:
+            return None
+        if old is not None and old.version == version and not force:
+            return old
+        if self._rejected.get("uplift") == version and not force:
+            return old
+        try:
+            loaded = source.load_uplift(version)
+            self._rejected.pop("uplift", None)
+            return loaded
+        except Exception as exc:  # noqa: BLE001 - a bad version must never take the service down
+            failures.append(f"uplift version {version}: {exc}")
+            self._rejected["uplift"] = version
+            self._on_failure("uplift")
+            log.error("rejected uplift version %s: %s", version, exc)
+            return old
 
     # --------------------------------------------------------------- background
     def start(self) -> None:

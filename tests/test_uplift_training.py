@@ -149,6 +149,60 @@ def test_train_uplift_on_the_simulation_log(served_home, tmp_path: Path):
     assert list(scores.columns) == ["uplift", "uplift_low", "uplift_high"] and len(scores) == 20
     ok = scores.dropna()
     assert ((ok["uplift_low"] <= ok["uplift_high"]) & ok["uplift"].between(-1, 1)).all()
+    _champion_scores_in_batch_and_service(served_home, catalog, f"sqlite:///{mlflow_db}", str(champion.version),
+                                          tmp_path)
+
+
+def _champion_scores_in_batch_and_service(served_home, catalog_path: Path, uplift_uri: str, version: str,
+                                          tmp_path: Path) -> None:
+    """The registered champion, loaded as the batch and the service load it, ranks offers
+    with ``propensity: uplift`` on uplift x value x lever - cost; both give the same uplift."""
+    import numpy as np
+    import yaml
+
+    from batch.score import score_snapshot
+    from features.online_store import SQLiteOnlineStore
+    from scoring.catalog import parse_catalog
+    from scoring.champions import RegistrySource
+    from scoring.decisions import SQLiteDecisionStore
+    from serving.engine import build_state, recommend
+
+    up = RegistrySource(uplift_uri).uplift()
+    assert up is not None and up.version == version
+    champions = RegistrySource(f"sqlite:///{served_home.home / 'mlflow' / 'mlflow.db'}").champions()
+    raw = yaml.safe_load(catalog_path.read_text())
+    raw["offers"] = [dict(o, propensity="uplift") for o in raw["offers"]]
+    catalog = parse_catalog(raw)
+    snapshot = pd.read_parquet(served_home.home / "features" / served_home.name / f"as_of={AS_OF}")
+    out = score_snapshot(snapshot, champions, catalog, date.fromisoformat(AS_OF), window_days=365, uplift=up)
+    offers = out.offers
+    assert len(offers) > 0
+    assert np.isfinite(offers["uplift"]).all() and (offers["uplift_high"] >= 0).all()
+    assert (offers["uplift_low"] <= offers["uplift"]).all() and (offers["uplift"] <= offers["uplift_high"]).all()
+    lever = offers["offer_id"].map({o.id: o.lever for o in catalog.offers})
+    cost = offers["offer_id"].map({o.id: o.cost for o in catalog.offers})
+    np.testing.assert_allclose(offers["expected_value"], offers["uplift"] * offers["value"] * lever - cost,
+                               rtol=1e-9)
+    state = build_state("x", champions, SQLiteOnlineStore(served_home.home / "online" / served_home.name), catalog,
+                        uplift=up)
+    assert state.model_versions["uplift"] == version
+    decisions = SQLiteDecisionStore(tmp_path / "recommend.sqlite")
+    batch = offers.set_index(["customer_id", "offer_id"])["uplift"]
+    seen = 0
+    try:
+        for cid in snapshot["customer_id"].astype(str).head(60):
+            answer = recommend(state, cid, decisions=decisions)
+            for o in answer["offers"]:
+                seen += 1
+                assert o["basis"] == "uplift" and o["uplift_interval"][0] <= o["uplift"] <= o["uplift_interval"][1]
+                assert any(r.startswith("ranked on uplift") for r in o["reasons"])
+                if (cid, o["offer_id"]) in batch.index:
+                    assert o["uplift"] == pytest.approx(batch[(cid, o["offer_id"])], abs=1e-6)
+            for why in (answer.get("no_offer_reasons") or {}).values():
+                assert why != "no uplift model for this offer (cvm train uplift)"
+    finally:
+        decisions.close()
+    assert seen > 0
 
 
 def test_train_uplift_without_randomised_contacts_exits_2(served_home, tmp_path: Path):

@@ -70,6 +70,24 @@ def block_from_records(records: Sequence[Mapping[str, object]], columns: Sequenc
     return out
 
 
+def encode_column(values: np.ndarray, vocab: Mapping[str, int] | None, cache: dict[str, pd.Index],
+                  name: str) -> np.ndarray:
+    """A block column as model input: numbers as float64; strings (``vocab`` given, as
+    ``training.encode.FeatureEncoder`` learnt it) as their codes, NaN for unknown or missing.
+    ``cache`` keeps each column's vocabulary index between calls."""
+    if vocab is None:
+        return np.asarray(values, dtype="float64")
+    if len(values) < 16:
+        return np.fromiter((vocab.get(v, np.nan) if isinstance(v, str) else np.nan for v in values),
+                           dtype="float64", count=len(values))
+    index = cache.get(name)
+    if index is None:  # built once per column: codes are the vocabulary's positions
+        index = cache[name] = pd.Index(sorted(vocab, key=vocab.__getitem__))
+    codes = index.get_indexer(pd.Index(values, dtype=object)).astype("float64")
+    codes[codes < 0] = np.nan  # unknown or missing
+    return codes
+
+
 def _threads(n: int) -> int:
     """LightGBM ``num_threads`` for ``n`` rows (0: OpenMP's default, every core)."""
     return 1 if n < SINGLE_THREAD_ROWS else 0
@@ -137,18 +155,7 @@ class Predictor:
                 "bgnbd_p_purchase": p_purchase * nan, "bgnbd_expected_spend": expected * value * nan}
 
     def _column(self, name: str, values: np.ndarray) -> np.ndarray:
-        vocab = self._vocab.get(name)
-        if vocab is None:
-            return np.asarray(values, dtype="float64")
-        if len(values) < 16:
-            return np.fromiter((vocab.get(v, np.nan) if isinstance(v, str) else np.nan for v in values),
-                               dtype="float64", count=len(values))
-        index = self._vocab_index.get(name)
-        if index is None:  # built once per column: codes are the vocabulary's positions
-            index = self._vocab_index[name] = pd.Index(sorted(vocab, key=vocab.__getitem__))
-        codes = index.get_indexer(pd.Index(values, dtype=object)).astype("float64")
-        codes[codes < 0] = np.nan  # unknown or missing
-        return codes
+        return encode_column(values, self._vocab.get(name), self._vocab_index, name)
 
     def matrix(self, block: Block, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The model's float32 input matrix (rows = customers) and the BG/NBD columns; the

@@ -55,6 +55,8 @@ DEFAULT_PARAMS: dict = {
 }
 #: below this many rows LightGBM runs on one thread (``threads_for``)
 SMALL_ROWS = 50_000
+#: below this many rows a matrix is predicted on the calling thread (as ``training.predictor``)
+SINGLE_THREAD_ROWS = 64
 
 
 def threads_for(rows: int) -> int:
@@ -78,9 +80,14 @@ class _Model:
     estimator: lgb.LGBMModel | None
     constant: float = 0.0
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
+    def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """A frame goes through the scikit-learn wrapper; a float matrix (columns in the fit's
+        order, categories as their codes) straight to the booster, the fast path scoring uses.
+        Both give the same numbers (``tests/test_uplift_scores.py``)."""
         if self.estimator is None:
             return np.full(len(X), self.constant)
+        if isinstance(X, np.ndarray):  # binary boosters output the probability, like predict_proba[:, 1]
+            return self.estimator.booster_.predict(X, num_threads=1 if len(X) < SINGLE_THREAD_ROWS else 0)
         if isinstance(self.estimator, lgb.LGBMClassifier):
             return self.estimator.predict_proba(X)[:, 1]
         return self.estimator.predict(X)
@@ -280,17 +287,29 @@ class _MetaLearner(BaseEstimator):
         the learner's bias: trees shrink effects toward the average, so read it as the
         estimate's noise, not a guarantee about the true effect.
         """
+        _, low, high = self._with_interval(self._features(X), alpha)
+        return low, high
+
+    def predict_matrix(self, X: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``predict`` and ``predict_interval`` in one pass over a float matrix whose columns
+        are ``feature_names_in_`` in order (categories as their codes): the scoring path."""
+        check_is_fitted(self, "model_")
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must be a matrix of {self.n_features_in_} columns, got shape {X.shape}")
+        return self._with_interval(X, alpha)
+
+    def _with_interval(self, X: pd.DataFrame | np.ndarray, alpha: float
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         check_is_fitted(self, "model_")
         if not self.bags_:
             raise ValueError("predict_interval needs bootstrap bags, but this learner was fit with n_bags=0; "
                              "refit with n_bags >= 2")
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
-        X = self._features(X)
         centre = self.model_.uplift(X)
         draws = np.stack([bag.uplift(X) for bag in self.bags_])
         half = stats.t.ppf(1 - alpha / 2, df=len(self.bags_) - 1) * draws.std(axis=0, ddof=1)
-        return centre - half, centre + half
+        return centre, centre - half, centre + half
 
 
 def _outcome_models(X: pd.DataFrame, t: np.ndarray, y: np.ndarray, binary: bool, params: dict,
