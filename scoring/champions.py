@@ -35,19 +35,24 @@ class Champion:
     source: str  # where it was loaded from (models:/cvm-churn/3, or a BentoML tag)
 
 
-def task_model(pyfunc_dir_or_uri: str, what: str):
-    """The ``TaskModel`` inside a logged cvm pyfunc model (a local directory or a URI)."""
+def logged_model(pyfunc_dir_or_uri: str, what: str, kind: type, kind_name: str):
+    """The cvm model of class ``kind`` inside a logged pyfunc model (a local directory or a URI)."""
     import mlflow.pyfunc
-
-    from training.model import TaskModel
 
     try:
         model = mlflow.pyfunc.load_model(pyfunc_dir_or_uri).unwrap_python_model().model
     except Exception as exc:
         raise ModelLoadError(f"{what} cannot be loaded: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(model, TaskModel):
-        raise ModelLoadError(f"{what} is not a cvm task model (found {type(model).__name__})")
+    if not isinstance(model, kind):
+        raise ModelLoadError(f"{what} is not a cvm {kind_name} (found {type(model).__name__})")
     return model
+
+
+def task_model(pyfunc_dir_or_uri: str, what: str):
+    """The ``TaskModel`` inside a logged cvm pyfunc model (a local directory or a URI)."""
+    from training.model import TaskModel
+
+    return logged_model(pyfunc_dir_or_uri, what, TaskModel, "task model")
 
 
 @dataclass
@@ -121,21 +126,13 @@ class RegistrySource:
         """``scoring.uplift_scores.UpliftChampion`` of that cvm-uplift version."""
         import tempfile
 
-        import mlflow.pyfunc
-
         from scoring.uplift_scores import UpliftChampion, UpliftScorer
         from training.uplift.model import UpliftModel
 
         name = UPLIFT_SPEC.model_name
-        what = f"{name} version {version}"
         with tempfile.TemporaryDirectory(prefix="cvm-model-") as tmp:
-            local = self.download(name, version, tmp)
-            try:
-                model = mlflow.pyfunc.load_model(local).unwrap_python_model().model
-            except Exception as exc:
-                raise ModelLoadError(f"{what} cannot be loaded: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(model, UpliftModel):
-            raise ModelLoadError(f"{what} is not a cvm uplift model (found {type(model).__name__})")
+            model = logged_model(self.download(name, version, tmp), f"{name} version {version}", UpliftModel,
+                                 "uplift model")
         return UpliftChampion(name, version, UpliftScorer(model), f"models:/{name}/{version}")
 
     def uplift(self):

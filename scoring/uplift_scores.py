@@ -54,8 +54,10 @@ class UpliftScorer:
         """Uplift, low and high for every customer of the block and every offer of
         ``offer_ids`` (default: every offer the model knows) that has an estimate."""
         wanted = [o for o in (self.offers if offer_ids is None else offer_ids) if o in self.offers]
-        if not wanted or n == 0:
-            return {o: (np.empty(0), np.empty(0), np.empty(0)) for o in wanted} if n == 0 else {}
+        if n == 0:
+            return {o: (np.empty(0), np.empty(0), np.empty(0)) for o in wanted}
+        if not wanted:
+            return {}
         x = self.matrix(block, n)
         out: UpliftScores = {}
         if self.model.mode == "pooled":
