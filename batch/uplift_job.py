@@ -105,7 +105,7 @@ def true_uplift(dataset, home: Home, catalog: Catalog, pairs: pd.DataFrame) -> p
     target = {o.id: o.target_category for o in catalog.offers}
     j = pairs["offer_id"].map(lambda o: col.get(target.get(o))).to_numpy(dtype=object)
     out = np.zeros(len(pairs))
-    has = np.array([v is not None for v in j])
+    has = pd.notna(j)  # an offer without a target category (retention, ...) maps to None, read as NaN
     if has.any():
         shown = np.zeros_like(pc, dtype=bool)
         shown[np.flatnonzero(has), j[has].astype(int)] = True

@@ -131,8 +131,10 @@ def print_uplift(r) -> None:
     for name, why in r.skipped.items():
         console.print(f"  [yellow]not fit[/] {name}: {escape(why)}")
     ratio = r.metrics.get("valid_qini_over_propensity", float("nan"))
+    versus = (f"{ratio:.2f}x propensity-as-uplift" if math.isfinite(ratio)
+              else "propensity-as-uplift's Qini is not above 0, so no ratio")
     console.print(f"  chosen by Qini on the later period: {r.chosen}; Qini {r.metrics['valid_qini']:.4f}, "
-                  f"{ratio:.2f}x propensity-as-uplift; MLflow run {r.run_id}")
+                  f"{versus}; MLflow run {r.run_id}")
     if r.decision:
         console.print(f"  registry: {escape(r.decision.reason)}")
 
@@ -145,6 +147,37 @@ def print_nbo_table(table: pd.DataFrame, dataset: str, as_of: str, horizon_days:
     for row in table.itertuples(index=False):
         t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
     console.print(t)
+
+
+def print_ope(result) -> None:
+    """Off-policy estimates of the candidate policies: one row per candidate and estimator."""
+    p, table = result.payload, result.table
+    t = Table(title=f"Candidate policies on {p['rounds']:,} logged decisions {p['start']}..{p['end']} "
+                    f"(reward: {p['reward']} within {p['horizon_days']} days; the log as it ran: "
+                    f"{p['logged_value']:.4f})")
+    cols = ["candidate", "method", "value", f"{1 - p['alpha']:.0%} interval", "supported", "ESS"]
+    truth = "true_value" in table.columns
+    if truth:
+        cols.append("true value")
+    cols.append("warnings")
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("candidate", "method", "warnings") else "right")
+    for row in table.itertuples(index=False):
+        cells = [escape(row.candidate), row.method, f"{row.value:.4f}",
+                 f"{row.ci_low:.4f} to {row.ci_high:.4f}" if math.isfinite(row.ci_low) else "-",
+                 f"{row.n_supported:,}", f"{row.effective_sample_size:,.0f}"]
+        if truth:
+            cells.append(f"{row.true_value:.4f}")
+        cells.append(row.warning_codes or "")
+        t.add_row(*cells)
+    console.print(t)
+    warned = table.drop_duplicates("candidate")
+    for row in warned.itertuples(index=False):
+        if row.warnings:
+            for w in row.warnings.split(" | "):
+                console.print(f"[yellow]{escape(row.candidate)}[/]: {escape(w)}", soft_wrap=True)
+    for note in result.notes:
+        console.print(f"note: {escape(note)}", soft_wrap=True)
 
 
 def print_batch(nightly) -> None:

@@ -20,6 +20,7 @@ import pandas as pd
 from base.dates import cutoff
 from report.cards import ModelCard, load_cards
 from report.impact import MeasuredImpact, load_impact
+from report.ope import load_ope
 
 
 class ReportError(RuntimeError):
@@ -39,6 +40,7 @@ class ReportInputs:
     cards: dict[str, ModelCard]
     nbo_evaluation: pd.DataFrame | None
     impact: MeasuredImpact | None = None  # the decision log's randomised arms over the period
+    ope: dict | None = None  # the latest off-policy evaluation knowable before as_of (report.ope)
 
 
 def load_customer_tables(home, dataset_spec: str, as_of: date, engine_name: str = "duckdb"
@@ -114,4 +116,4 @@ def gather(home, dataset_spec: str, as_of: date, batch_dir: Path, *, period_days
     url = decisions_url if decisions_url is not None else os.environ.get("CVM_DECISIONS_URL") or None
     impact = load_impact(home, name, as_of, period_days=period_days, decisions_url=url)
     return ReportInputs(name, as_of, daily, contacts, scores, offers, migration, manifest, load_cards(uri),
-                        load_nbo_evaluation(uri, name, as_of), impact)
+                        load_nbo_evaluation(uri, name, as_of), impact, load_ope(home, name, as_of))

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from report import impact, metrics
+from report import impact, metrics, ope
 from report.cards import ModelCard
 from report.data import ReportInputs
 
@@ -275,7 +275,9 @@ def _nbo_section(inp: ReportInputs, figs: _Figures, go) -> str:
                    + _table(t, "{:.4f}") + figs.div(f, 320))
     return (f'<section id="nbo"><h2>6. Next-best offer</h2><p class="note">{no_offer:,} customers have no '
             f'eligible offer.</p><div class="grid2"><div>{figs.div(bar)}</div><div>{figs.div(heat)}</div></div>'
-            f'<h3>Against random and most-popular</h3>{ev_html}</section>')
+            f'<h3>Against random and most-popular</h3>{ev_html}'
+            f'<h3>Incremental value</h3>{ope.uplift_html(inp.offers, inp.manifest)}'
+            f'<h3>Candidate policies, off-policy</h3>{ope.ope_html(inp.ope, figs.div, go)}</section>')
 
 
 def _campaign_section(inp: ReportInputs, figs: _Figures, go, weeks: int) -> str:
