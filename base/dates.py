@@ -8,7 +8,7 @@ are the only places that spell the name.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 from base.errors import InputError
@@ -54,3 +54,17 @@ def partitions(root: Path) -> list[date]:
     if not root.exists():
         return []
     return sorted(d for d in (partition_date(p) for p in root.iterdir() if p.is_dir()) if d is not None)
+
+
+def to_us(when: datetime) -> int:
+    """Microseconds since the epoch of an aware (or UTC-naive) datetime: how the decision and
+    event logs store times (exact, compact, compared alike on SQLite and PostgreSQL)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delta = when - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(us: int) -> datetime:
+    """The aware UTC datetime of ``to_us``'s microseconds."""
+    return datetime.fromtimestamp(us / 1e6, tz=UTC)

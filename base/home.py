@@ -62,6 +62,10 @@ class Home:
     def batch(self, dataset: str, ensure: bool = False) -> Path:
         return self._dir("batch", safe_name(dataset), ensure=ensure)
 
+    def events(self, dataset: str, ensure: bool = False) -> Path:
+        """The embedded event log of a dataset (``events.sqlite``: POST /events, cvm events ingest)."""
+        return self._dir("events", safe_name(dataset), ensure=ensure)
+
     def decisions(self, dataset: str, ensure: bool = False) -> Path:
         """The embedded decision log of a dataset (``CVM_DECISIONS_URL`` overrides it)."""
         return self._dir("decisions", safe_name(dataset), ensure=ensure)

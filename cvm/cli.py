@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from cvm.cli_batch import score_batch
+from cvm.cli_events import events_app
 from cvm.cli_features import features_app, profiles_app, sources_app, synth
 from cvm.cli_loop import nbo_impact, outcomes_app, simulate
 from cvm.cli_models import models_app
@@ -36,6 +37,7 @@ app.add_typer(sources_app, name="sources")
 app.add_typer(models_app, name="models")
 app.add_typer(nbo_app, name="nbo")
 app.add_typer(outcomes_app, name="outcomes")
+app.add_typer(events_app, name="events")
 command(nbo_app, "impact")(nbo_impact)
 for fn, name in ((synth, "synth"), (train, "train"), (score_batch, "score-batch"), (report, "report"),
                  (serve, "serve"), (bento, "bento"), (simulate, "simulate"), (demo, "demo")):

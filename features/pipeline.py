@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from features.snapshot import CONTACT_COLUMNS, CONTACTS_DIR, write_snapshot
 from profiles.config import ResolutionConfig
 from profiles.link import linked_tables
 from sources.dataset import Dataset
+from sources.event_log.source import with_event_log
 from sources.load import Sources, load_sources
 from sources.validate import ValidationConfig
 
@@ -158,8 +159,12 @@ def build_snapshot(
     if sources.has("identities"):
         with timer("resolve identities"):
             tables, profile_stats = linked_tables(sources, as_of, home, profiles)
+    # the events posted to POST /events (golden ids already): tonight's features see today's purchases
+    tables, from_log = with_event_log(tables, home.events(dataset.name) / "events.sqlite", engine)
     with timer("declare features"):
-        fs = declare(config, dataset_shape(sources, dataset, config))
+        # the shape (main categories...) counts the event log's purchases as the files' own
+        shaped = replace(sources, tables={**sources.tables, **{k: tables[k] for k in from_log}})
+        fs = declare(config, dataset_shape(shaped, dataset, config))
         expr = build_features(tables, as_of, fs)
         contacts = contacts_before(tables, as_of)
     root = out or home.features(dataset.name)
@@ -170,6 +175,7 @@ def build_snapshot(
         "built_at": datetime.now().isoformat(timespec="seconds"),
         "sources": {k: v.as_dict() for k, v in sources.reports.items()},
         "profiles": profile_stats,
+        "event_log_rows": from_log,
     }
     def write(staged: Path) -> None:
         engine.write_parquet(expr, staged)

@@ -43,7 +43,7 @@ def linked_tables(sources: Sources, as_of: date | None, home: Home | None = None
     resolution = resolve_identities(identities, config or ResolutionConfig(), cutoff=until)
     mapping = resolution.mapping[["source_system", "source_id", "customer_id"]]
     if home is not None:
-        _save_profiles(home, sources, identities, resolution, as_of, golden)
+        _save_profiles(home, sources, identities, resolution, as_of, golden, config)
     ambiguous = mapping["source_id"].duplicated().any()
     m = engine.register(mapping.rename(columns={"customer_id": "_golden"}))
     stats = resolution.stats
@@ -71,11 +71,15 @@ def linked_tables(sources: Sources, as_of: date | None, home: Home | None = None
 
 
 def _save_profiles(home: Home, sources: Sources, identities: pd.DataFrame, resolution,
-                   as_of: date | None, golden: bool) -> None:
+                   as_of: date | None, golden: bool, config: ResolutionConfig | None = None) -> None:
     out = home.profiles(sources.dataset.name, ensure=True)
     target = out / (partition_name(as_of) if as_of else "latest")
     target.mkdir(parents=True, exist_ok=True)
     resolution.mapping.to_parquet(target / "profile_map.parquet", index=False)
+    from profiles.events import INDEX_FILE
+    from profiles.identifier_index import identifier_index
+
+    identifier_index(identities, resolution.mapping, config).to_parquet(target / INDEX_FILE, index=False)
     if golden:
         from profiles.survivorship import golden_records
 

@@ -9,6 +9,9 @@ Start it with ``cvm serve`` (or ``bentoml serve serving.service:CVMService`` wit
   a decision, logged before it is answered (``decision_id``, ``arm``, ``pscore``);
 * ``POST /outcomes`` ``{"outcomes": [...]}``: impressions, clicks, accepts, rejects,
   conversions (and ``not_shown``) of logged decisions, idempotent by ``outcome_id``;
+* ``POST /events`` ``{"events": [...]}``: up to 1,000 behavioural events (view, add_to_cart,
+  purchase, ...), idempotent by ``event_id``, the customer named by ``customer_id`` or by an
+  ``identifier`` resolved to its golden record; durable in the event log before the answer;
 * ``POST /admin/reload``: check the registry and the snapshot now (admin key);
 * ``/readyz`` (false until champions and snapshot are loaded), ``/livez``, ``/healthz``,
   ``/metrics`` (Prometheus) from BentoML.
@@ -22,8 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import bentoml
 from bentoml.exceptions import ServiceUnavailable
@@ -46,10 +49,13 @@ from scoring.live import PolicyUnavailable
 from serving import engine
 from serving.http import REQUEST_ID, GuardMiddleware, RequestIdFilter
 from serving.settings import SERVICE_NAME, ServiceSettings
+from sources.event_log.records import MAX_EVENTS
 
 log = logging.getLogger("cvm.serving")
 
 MAX_IDS = 1000
+#: how often the identifier index of POST /events is re-read
+LOOKUP_SECONDS = 60.0
 CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=False)]
 
 
@@ -148,6 +154,13 @@ class OutcomesResponse(BaseModel):
     released: int = Field(description="Decisions released by a not_shown outcome (no longer count as contacts).")
 
 
+class EventsResponse(BaseModel):
+    request_id: str
+    received: int = Field(description="Events in the request.")
+    written: int = Field(description="Newly recorded (durable before this answer).")
+    duplicates: int = Field(description="Ignored: their event_id was already recorded.")
+
+
 class ReloadResponse(BaseModel):
     changed: bool
     model_versions: dict[str, str]
@@ -172,6 +185,8 @@ def _metric(name: str):
             name="cvm_customers_scored_total", documentation="Customers scored", labelnames=["found"])
         _METRICS["decisions"] = bentoml.metrics.Counter(
             name="cvm_decisions_total", documentation="Decisions logged", labelnames=["arm"])
+        _METRICS["events"] = bentoml.metrics.Counter(
+            name="cvm_events_total", documentation="Events received", labelnames=["result"])
         _METRICS["outcomes"] = bentoml.metrics.Counter(
             name="cvm_outcomes_total", documentation="Outcomes received", labelnames=["result"])
         _METRICS["unavailable"] = bentoml.metrics.Counter(
@@ -325,7 +340,7 @@ def _settings() -> ServiceSettings:
     # spans are skipped on the API routes: even unsampled, they pile up in the heap and make
     # every full garbage collection slower (measured: pauses growing past 100 ms).
     logging={"access": {"enabled": False}},
-    tracing={"excluded_urls": ["/score", "/recommend", "/outcomes", "/admin/reload"]},
+    tracing={"excluded_urls": ["/score", "/recommend", "/outcomes", "/events", "/admin/reload"]},
     labels={"project": "cvm"},
 )
 class CVMService:
@@ -347,6 +362,21 @@ class CVMService:
         self.decisions = open_decision_store(self.settings.decisions_url, Home(self.settings.home),
                                              self.holder.dataset_name())
         self.committer = GroupCommitter(self.decisions)
+        from sources.event_log.store import EventLog
+
+        home = Home(self.settings.home)
+        self.event_log = EventLog(home.events(self.holder.dataset_name(), ensure=True) / "events.sqlite")
+        self._profiles_root = home.profiles(self.holder.dataset_name())
+        self._lookup, self._lookup_checked = None, 0.0
+
+    def _identifiers(self):
+        """The latest identity resolution's identifier index, re-read at most once a minute."""
+        from profiles.events import latest_lookup
+
+        now = time.monotonic()
+        if self._lookup is None or now - self._lookup_checked > LOOKUP_SECONDS:
+            self._lookup, self._lookup_checked = latest_lookup(self._profiles_root), now
+        return self._lookup
 
     def __is_ready__(self) -> bool:
         return self.holder.state is not None
@@ -456,6 +486,42 @@ class CVMService:
         _metric("outcomes").labels(result="written").inc(counts.written)
         _metric("outcomes").labels(result="duplicate").inc(counts.duplicates)
         return _json({"request_id": REQUEST_ID.get(), **counts.to_dict()})
+
+    @bentoml.api(route="/events")
+    async def events(
+        self,
+        events: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_EVENTS, description=(
+            f"1 to {MAX_EVENTS} events: event_id (idempotency key), customer_id or identifier "
+            "{type, value}, type (view, add_to_cart, purchase, ...), timestamp (with a time zone), "
+            "properties (flat scalars; a purchase needs order_id and amount)."))],
+    ) -> EventsResponse:
+        """Record behavioural events. The batch is checked whole first: a bad event is a 422 naming its
+        position, its event_id and the field, and nothing of the batch is written. An ``event_id`` already
+        recorded is skipped and counted in ``duplicates``. An identifier no profile holds gets an
+        anonymous profile of its own. Accepted events are on disk before the answer."""
+        from profiles.events import ingest
+        from sources.event_log.records import EventError
+
+        try:
+            counts = await _compute(len(events), ingest, events, self.event_log, self._identifiers(),
+                                    now=datetime.now(UTC))
+        except EventError as exc:
+            _metric("events").labels(result="refused").inc(len(events))
+            return _client_error(str(exc), status=422)
+        except OSError as exc:  # the disk (sqlite3.OperationalError is not an OSError: below)
+            log.error("events refused: %s", exc)
+            return _unavailable(f"event log unavailable, nothing was written: {exc}")
+        except Exception as exc:
+            import sqlite3
+
+            if not isinstance(exc, sqlite3.Error):
+                raise
+            log.error("events refused: %s", exc)
+            return _unavailable(f"event log unavailable, nothing was written: {exc}")
+        _metric("events").labels(result="written").inc(counts.written)
+        _metric("events").labels(result="duplicate").inc(counts.duplicates)
+        return _json({"request_id": REQUEST_ID.get(), "received": counts.received, "written": counts.written,
+                      "duplicates": counts.duplicates})
 
     @bentoml.api(route="/admin/reload")
     def reload(self) -> ReloadResponse:

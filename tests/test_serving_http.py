@@ -521,3 +521,39 @@ def test_bento_serves_without_mlflow(served_home, tmp_path):
         assert not any("contact cap reached" in (a.get("no_offer_reasons") or {}).values() for a in free)
     finally:
         stop_server(srv)
+
+
+def test_events_are_durable_idempotent_and_named_by_identifier(server, served_home):
+    """POST /events: written before the answer, a replay is a duplicate, a bad event refuses the
+    batch naming it, and an email (any spelling the resolver accepts) names its golden record."""
+    import sqlite3
+
+    profiles = sorted((served_home.home / "profiles" / served_home.name).glob("*/identifiers.parquet"))
+    assert profiles, "identity resolution wrote no identifier index"
+    index = pd.read_parquet(profiles[-1])
+    email = index[index["id_type"] == "email"].iloc[0]
+    batch = [
+        {"event_id": "ev-1", "customer_id": "C-known", "type": "add_to_cart", "timestamp": "2025-07-01T10:00:00Z",
+         "properties": {"category": "dairy"}},
+        {"event_id": "ev-2", "identifier": {"type": "email", "value": f"  {email['value'].upper()} "},
+         "type": "purchase", "timestamp": "2025-07-01T10:05:00+01:00", "properties": {"order_id": "o-9", "amount": 12.5}},
+    ]
+    db = served_home.home / "events" / served_home.name / "events.sqlite"
+    with server.client() as c:
+        r = c.post("/events", json={"events": batch})
+        assert r.status_code == 200, r.text
+        assert (r.json()["written"], r.json()["duplicates"]) == (2, 0)
+        with sqlite3.connect(db) as con:  # on disk when the answer came
+            rows = dict(con.execute("SELECT event_id, customer_id FROM events WHERE event_id LIKE 'ev-%'").fetchall())
+        assert rows == {"ev-1": "C-known", "ev-2": email["customer_id"]}
+        again = c.post("/events", json={"events": batch}).json()
+        assert (again["written"], again["duplicates"]) == (0, 2)
+        bad = c.post("/events", json={"events": [dict(batch[0], event_id="ev-3"),
+                                                 dict(batch[1], event_id="ev-4", properties={"amount": 1.0})]})
+        assert bad.status_code == 422
+        assert "events[1] (event_id 'ev-4'): properties.order_id" in bad.json()["error"]
+        too_many = c.post("/events", json={"events": [dict(batch[0], event_id=f"x{i}") for i in range(1001)]})
+        assert too_many.status_code in (400, 422) and "1000" in too_many.text
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM events WHERE event_id IN ('ev-3', 'ev-4')").fetchone()[0] == 0
+    assert email["value"] not in server.log_text()  # no identifier in the logs

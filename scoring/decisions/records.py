@@ -22,6 +22,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from base.dates import from_us, to_us  # noqa: F401 (the log's time unit, re-exported for its users)
+
 OUTCOME_TYPES = ("impression", "click", "accept", "reject", "convert", "not_shown")
 OutcomeKind = Literal["impression", "click", "accept", "reject", "convert", "not_shown"]
 #: most outcomes one call may record
@@ -41,18 +43,6 @@ class DecisionStoreUnavailable(RuntimeError):
 
 class OutcomeError(ValueError):
     """A batch of outcomes was refused as a whole; the message names the field or the ids."""
-
-
-def to_us(when: datetime) -> int:
-    """Microseconds since the epoch of an aware (or UTC-naive) datetime."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    delta = when - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_us(us: int) -> datetime:
-    return datetime.fromtimestamp(us / 1e6, tz=UTC)
 
 
 def new_decision_id() -> str:
