@@ -189,7 +189,7 @@ def _candidates(names: Sequence[str], *, catalog: Catalog, extra: dict[str, Cata
     share of those where the re-arbitrated engine's first choice is the logged ``policy_offer_id``
     (1.0 when the contexts are rebuilt as the decisions saw them, with the same models), and the
     actions the logging policy could take in each round (``scoring.policies.logging_support``)."""
-    from batch.simulation import _subset
+    from batch.simulation import subset_scores
 
     n, k = len(rounds), len(actions)
     out = {name: np.zeros((n, k)) for name in names}
@@ -211,7 +211,7 @@ def _candidates(names: Sequence[str], *, catalog: Catalog, extra: dict[str, Cata
             continue
         now_us = int(rounds["decided_us"].to_numpy()[rows].min())
         ids = [str(c) for c in rounds["customer_id"].to_numpy(dtype=object)[rows]]
-        cs = _subset(ctx.scores, where)
+        cs = subset_scores(ctx.scores, where)
 
         before = contacts[contacts["decided_us"] < now_us], outcomes[outcomes["occurred_us"] < now_us]
         state = _state(ctx.history, ids, catalog, before, now_us)
@@ -259,16 +259,14 @@ def true_values(home: Home, dataset, catalog_offers: dict[str, str | None], roun
                 actions: list[str], candidates: dict[str, np.ndarray]) -> dict[str, float] | None:
     """Synthetic data: each candidate's mean ``sum_a pi(a|x) P(convert | shown a)`` over the rounds
     (``batch.simulation.convert_probability`` on ``truth/response``); None without a truth."""
-    from batch.simulation import convert_probability, golden_to_person, response_matrix
+    from batch.simulation import convert_probability, customer_persons, response_matrix
     from sources.synth.truth import person_of_record, read_response
 
     try:
         response, records = read_response(dataset.root), person_of_record(dataset.root)
     except FileNotFoundError:
         return None
-    maps = sorted(home.profiles(dataset.name).glob("*/profile_map.parquet"))
-    person = (golden_to_person(pd.read_parquet(maps[-1]), records) if maps
-              else records.set_index("customer_id")["person_id"])
+    person = customer_persons(home, dataset.name, records)
     categories = sorted({c for c in catalog_offers.values() if c})
     pc, pt = response_matrix(rounds["customer_id"].astype(str).to_numpy(), person, response, categories)
     n = len(rounds)

@@ -80,6 +80,15 @@ def golden_to_person(profile_map: pd.DataFrame, records: pd.DataFrame) -> pd.Ser
     return best.drop_duplicates("customer_id").set_index("customer_id")["person_id"]
 
 
+def customer_persons(home: Home, dataset_name: str, records: pd.DataFrame) -> pd.Series:
+    """Customer id -> true person id: through the latest identity resolution's profile map, or
+    (no resolution) the source ids as they are (``records``: the truth's person_of_record)."""
+    maps = sorted(home.profiles(dataset_name).glob("*/profile_map.parquet"))
+    if maps:
+        return golden_to_person(pd.read_parquet(maps[-1]), records)
+    return records.set_index("customer_id")["person_id"]
+
+
 def response_matrix(customers: np.ndarray, person: pd.Series, response: pd.DataFrame, categories: list[str]
                     ) -> tuple[np.ndarray, np.ndarray]:
     """(p_control, p_treated), customers x categories; a customer without a person (or a
@@ -101,7 +110,7 @@ def convert_probability(p_control: np.ndarray, p_treated: np.ndarray, shown: np.
     return 1.0 - np.prod(1.0 - p, axis=1)
 
 
-def _subset(cs: CustomerScores, rows: np.ndarray) -> CustomerScores:
+def subset_scores(cs: CustomerScores, rows: np.ndarray) -> CustomerScores:
     return CustomerScores(
         customer_ids=np.asarray(cs.customer_ids, dtype=object)[rows], found=cs.found[rows], segment=cs.segment[rows],
         churn_probability=cs.churn_probability[rows], next_purchase_probability=cs.next_purchase_probability[rows],
@@ -123,7 +132,7 @@ class LocalDecider:
         now_us = to_us(now)
         ids = np.asarray(self.cs.customer_ids, dtype=object)[rows]
         decision_ids = batch_decision_ids(ids, f"{self.key}:{day}")
-        table, _, c = decide_many(_subset(self.cs, rows), catalog=self.catalog, spend=self.spend, history=self.history,
+        table, _, c = decide_many(subset_scores(self.cs, rows), catalog=self.catalog, spend=self.spend, history=self.history,
                                   live=self.store.live(since_us(self.catalog, now_us)), now_us=now_us,
                                   versions=self.versions, decision_ids=decision_ids, k=self.k, source="simulation")
         self.store.log_table(pd.DataFrame(table))
@@ -273,11 +282,7 @@ def run_simulation(home: Home, dataset, start: date, days: int, *, catalog: Cata
     if not snap_dir.exists():
         build_and_publish(dataset, start, home)
     frame = pd.read_parquet(snap_dir)
-    maps = sorted(home.profiles(dataset.name).glob("*/profile_map.parquet"))
-    if maps:
-        person = golden_to_person(pd.read_parquet(maps[-1]), records)
-    else:  # no identity resolution: the customer ids are the source ids
-        person = records.set_index("customer_id")["person_id"]
+    person = customer_persons(home, dataset.name, records)
     contacts = read_contacts(snap_dir)
     history = ContactHistory.from_frame(contacts, start) if contacts is not None else None
     window = feature_config(read_metadata(snap_dir.parent, start)).rfm_window_days

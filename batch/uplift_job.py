@@ -87,16 +87,14 @@ def _features(home: Home, dataset, first: date) -> tuple[pd.DataFrame, list[str]
 def true_uplift(dataset, home: Home, catalog: Catalog, pairs: pd.DataFrame) -> pd.DataFrame | None:
     """For a synthetic dataset: each (customer, offer)'s true uplift on the simulation's
     outcome (``batch.simulation``): P(convert | shown only this offer) - P(convert | nothing)."""
-    from batch.simulation import convert_probability, golden_to_person, response_matrix
+    from batch.simulation import convert_probability, customer_persons, response_matrix
     from sources.synth.truth import person_of_record, read_response
 
     try:
         response, records = read_response(dataset.root), person_of_record(dataset.root)
     except FileNotFoundError:
         return None
-    maps = sorted(home.profiles(dataset.name).glob("*/profile_map.parquet"))
-    person = (golden_to_person(pd.read_parquet(maps[-1]), records) if maps
-              else records.set_index("customer_id")["person_id"])
+    person = customer_persons(home, dataset.name, records)
     categories = sorted({o.target_category for o in catalog.offers if o.target_category})
     ids = pairs["customer_id"].astype(str).to_numpy()
     pc, pt = response_matrix(ids, person, response, categories)
