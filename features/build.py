@@ -337,3 +337,41 @@ def build_features(tables: Mapping[str, ibis.Table], as_of: date, fs: FeatureSet
             col = col.fill_null(0)
         out[spec.name] = col.cast(_DT[spec.dtype])
     return result.select(**out).order_by("customer_id")
+
+
+def data_before(tables: Mapping[str, ibis.Table], as_of: date) -> dict[str, ibis.Table]:
+    """``tables`` as they stood at 00:00 of ``as_of``: rows timed before it (attributes updated
+    before it or undated). ``build_features(data_before(t, S), S + 1, fs)`` is base(S+1) of
+    ``features.fresh``: tomorrow's windows over what is known this morning."""
+    cut = _ts(cutoff(as_of))
+    out: dict[str, ibis.Table] = {}
+    for name, table in tables.items():
+        if "timestamp" in table.columns:
+            table = table.filter(table.timestamp < cut)
+        elif "updated_at" in table.columns:
+            table = table.filter(table.updated_at.isnull() | (table.updated_at < cut))
+        out[name] = table
+    return out
+
+
+def open_carts(tables: Mapping[str, ibis.Table], as_of: date, fs: FeatureSet) -> ibis.Table | None:
+    """The carts base(as_of + 1) counts abandoned that an order on ``as_of`` could still rescue
+    (customer_id, timestamp): add_to_cart events in the last ``abandoned_cart_hours`` before
+    ``as_of`` (and inside tomorrow's event window and judged by it) with no order of the customer
+    between the cart and 00:00 of ``as_of``. None without events."""
+    if not fs.shape.has_events:
+        return None
+    cfg = fs.config
+    cut = cutoff(as_of)
+    nxt = cut + timedelta(days=1)
+    lo = max(nxt - timedelta(days=cfg.event_window_days), cut - timedelta(hours=cfg.abandoned_cart_hours))
+    hi = min(cut, nxt - timedelta(hours=cfg.abandoned_cart_hours))
+    ev = tables["events"]
+    carts = ev.filter((ev.event_type == "add_to_cart") & (ev.timestamp >= _ts(lo)) & (ev.timestamp < _ts(hi)))
+    carts = carts.select(customer_id=carts.customer_id.cast("string"), timestamp=carts.timestamp)
+    orders = _orders(_lines(tables["transactions"], cut, fs))
+    orders = orders.filter(orders.order_ts >= _ts(lo)).select(
+        order_customer=orders.customer_id.cast("string"), order_ts=orders.order_ts)
+    kept = carts.anti_join(orders, [carts.customer_id == orders.order_customer,
+                                    orders.order_ts >= carts.timestamp])
+    return kept.select("customer_id", "timestamp").order_by(["customer_id", "timestamp"])

@@ -198,3 +198,16 @@ def declare(config: FeatureConfig, shape: DatasetShape) -> FeatureSet:
     if dupes:
         raise ValueError(f"feature names collide: {sorted(dupes)} (rename categories or attributes)")
     return FeatureSet(tuple(specs), shape, config)
+
+
+def feature_set_from_dict(data: dict) -> FeatureSet:
+    """The feature set ``FeatureSet.to_dict`` wrote (a snapshot root's ``_schema.json``), declared
+    again; ``ValueError`` when the declaration no longer gives the recorded fingerprint."""
+    shape = dict(data["shape"])
+    shape["categories"] = tuple(shape.get("categories") or ())
+    shape["attributes"] = tuple((str(a), bool(n)) for a, n in shape.get("attributes") or ())
+    fs = declare(FeatureConfig.model_validate(data["config"]), DatasetShape(**shape))
+    if data.get("fingerprint") and fs.fingerprint() != data["fingerprint"]:
+        raise ValueError(f"feature set {data['fingerprint']} cannot be declared again by this version "
+                         f"(it declares {fs.fingerprint()}): rebuild the snapshot")
+    return fs

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import ibis
@@ -19,10 +19,10 @@ import ibis
 from base.dates import cutoff
 from base.engines import Engine
 from base.home import Home
-from features.build import build_features
+from features.build import build_features, data_before, open_carts
 from features.config import FeatureConfig
 from features.definitions import DatasetShape, FeatureSet, declare
-from features.snapshot import CONTACT_COLUMNS, CONTACTS_DIR, write_snapshot
+from features.snapshot import CONTACT_COLUMNS, CONTACTS_DIR, FRESH_DIR, OPEN_CARTS_DIR, write_snapshot
 from profiles.config import ResolutionConfig
 from profiles.link import linked_tables
 from sources.dataset import Dataset
@@ -147,8 +147,11 @@ def build_snapshot(
     profiles: ResolutionConfig | None = None,
     replace_schema: bool = False,
     step: Step | None = None,
+    fresh: bool = True,
 ) -> BuildResult:
-    """Build the feature snapshot of ``dataset`` for ``as_of`` and write it."""
+    """Build the feature snapshot of ``dataset`` for ``as_of`` and write it. With ``fresh``, also
+    base(as_of + 1) and the open carts the service brings up to the last event with
+    (``features.fresh``)."""
     config = config or FeatureConfig()
     timer = _Timer(step)
     with timer("validate sources"):
@@ -167,6 +170,10 @@ def build_snapshot(
         fs = declare(config, dataset_shape(shaped, dataset, config))
         expr = build_features(tables, as_of, fs)
         contacts = contacts_before(tables, as_of)
+        if fresh:
+            morning = data_before(tables, as_of)
+            tomorrow = build_features(morning, as_of + timedelta(days=1), fs)
+            carts = open_carts(tables, as_of, fs)
     root = out or home.features(dataset.name)
     meta = {
         "dataset": dataset.name,
@@ -181,6 +188,10 @@ def build_snapshot(
         engine.write_parquet(expr, staged)
         if contacts is not None:
             engine.write_parquet(contacts, staged / CONTACTS_DIR)
+        if fresh:
+            engine.write_parquet(tomorrow, staged / FRESH_DIR)
+            if carts is not None:
+                engine.write_parquet(carts, staged / OPEN_CARTS_DIR)
 
     with timer("compute and write features"):
         path, rows = write_snapshot(root, as_of, fs, write, meta, replace_schema=replace_schema)

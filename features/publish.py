@@ -4,8 +4,9 @@ feature step.
 
 Publishing hands the serving layer everything it needs from a snapshot, so that no
 reader goes back to the raw sources: the feature rows, the feature configuration they
-were computed with (windows the offer values are scaled by) and the contact history
-before ``as_of`` (caps and cooldowns).
+were computed with (windows the offer values are scaled by), the contact history
+before ``as_of`` (caps and cooldowns) and base(as_of + 1) with the open carts, which the
+service brings up to the last event with (``features.online_fresh``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from base.engines import Engine, EngineName, open_engine
 from base.errors import InputError
 from base.home import Home
 from features.build_config import BuildConfig
+from features.online_fresh import publish_fresh
 from features.online_store import PublishedSnapshot, open_online_store
 from features.pipeline import BuildResult, build_snapshot
 from features.snapshot import CONTACTS_DIR, read_metadata
@@ -74,12 +76,15 @@ def publish_snapshot(home: Home, dataset_name: str, snapshot_dir: Path, as_of: d
     contacts = snapshot_dir / CONTACTS_DIR
     store = open_online_store(home, dataset_name)
     try:
-        return store.publish(snapshot_dir, as_of=as_of,
-                             metadata={"fingerprint": meta.get("fingerprint"), "dataset": dataset_name,
-                                       "feature_config": meta.get("feature_config")},
-                             contacts=contacts if contacts.exists() else None)
+        published = store.publish(snapshot_dir, as_of=as_of,
+                                  metadata={"fingerprint": meta.get("fingerprint"), "dataset": dataset_name,
+                                            "feature_config": meta.get("feature_config")},
+                                  contacts=contacts if contacts.exists() else None)
     finally:
         store.close()
+    # what the service brings the vectors up to the last event with (features.fresh)
+    publish_fresh(home.online(dataset_name), snapshot_dir, as_of, published.version)
+    return published
 
 
 def publish_built(home: Home, dataset_spec: str, as_of: date) -> PublishedSnapshot:

@@ -6,7 +6,8 @@ model trained on one snapshot can score another. ``<root>/as_of=.../_snapshot.js
 records how the snapshot was built (engine, feature configuration, source row counts,
 quarantine, timings). ``<root>/as_of=.../_contacts/`` holds the campaign contacts before
 ``as_of`` (golden customer ids), which the offer engine's contact policy reads: what
-scoring needs from the raw sources travels with the snapshot. Files and folders whose
+scoring needs from the raw sources travels with the snapshot. ``_fresh/`` and
+``_open_carts/`` are what the service brings up to the last event with (``features.fresh``). Files and folders whose
 name starts with ``_`` or ``.`` are not feature rows (Arrow and Spark skip them too).
 Snapshots are written aside and swapped in whole (``replace_directory``): readers never
 see a partial one.
@@ -33,6 +34,10 @@ from features.definitions import FeatureSet
 SCHEMA_FILE = "_schema.json"
 META_FILE = "_snapshot.json"
 CONTACTS_DIR = "_contacts"
+#: base(as_of + 1) of ``features.fresh``: tomorrow's features over this morning's data
+FRESH_DIR = "_fresh"
+#: the carts an order today could rescue (``features.build.open_carts``)
+OPEN_CARTS_DIR = "_open_carts"
 #: the columns of ``_contacts/``
 CONTACT_COLUMNS = ("customer_id", "campaign_id", "timestamp")
 

@@ -23,6 +23,7 @@ from datetime import date
 import numpy as np
 
 from features.definitions import slug
+from features.online_fresh import FreshVectors
 from features.snapshot import SchemaMismatchError, feature_config
 from scoring.arms import CONTROL
 from scoring.catalog import Catalog, NoCatalogError, no_catalog_message
@@ -67,6 +68,7 @@ class ServingState:
     loaded_at: float = field(default_factory=time.time)
     contacts_error: str | None = None  # the published history could not be read: recommend fails closed
     uplift: UpliftChampion | None = None  # the cvm-uplift champion (None: offers carry no uplift)
+    fresh: FreshVectors | None = None  # the vectors brought up to the last event (None: snapshot only)
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -95,7 +97,7 @@ def read_contacts(store) -> tuple[ContactHistory | None, str | None]:
 
 def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog: Catalog | None, *,
                 contacts: ContactHistory | None = None, contacts_error: str | None = None,
-                uplift: UpliftChampion | None = None) -> ServingState:
+                uplift: UpliftChampion | None = None, fresh: FreshVectors | None = None) -> ServingState:
     """Check that models, snapshot and catalog fit together; compute priors. The contact
     history is the one published with the snapshot (read here unless ``contacts`` is the
     current snapshot's, already read). Raises ``NotReadyError`` with the reason when they
@@ -156,18 +158,31 @@ def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog:
             raise NotReadyError(f"{key}: the model gives no finite score on the snapshot's customers")
     return ServingState(dataset, dict(champions), store, catalog, snap.as_of, snap.version, spend,
                         priors(scored, categories), contacts, categories, columns, string_columns,
-                        contacts_error=contacts_error, uplift=uplift)
+                        contacts_error=contacts_error, uplift=uplift, fresh=fresh)
 
 
-def _fetch(state: ServingState, ids: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Feature rows of ``ids`` (request order) as a block, and which were found."""
+def _fetch(state: ServingState, ids: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray], list[dict]]:
+    """Feature rows of ``ids`` (request order) as a block, which were found, and how fresh each
+    is: a customer with events since the snapshot gets the vector they bring (``features.fresh``)."""
+    fresh = state.fresh.vectors(list(ids)) if state.fresh is not None else {}
     if len(ids) <= _SINGLE_GET_LIMIT:
-        records = [state.store.get(i) for i in ids]
+        records = [fresh[i][0] if fresh.get(i, (None,))[0] is not None else state.store.get(i) for i in ids]
         found = np.array([r is not None for r in records], dtype=bool)
         block = block_from_records([r or {} for r in records], state.columns, state.string_columns)
-        return found, block
-    frame = state.store.get_many(list(ids))
-    return frame["found"].to_numpy(dtype=bool), block_from_frame(frame, state.columns)
+    else:
+        frame = state.store.get_many(list(ids))
+        for pos, cid in enumerate(ids):
+            vec = fresh.get(cid, (None,))[0]
+            if vec is not None:
+                for col in state.columns:
+                    frame.at[pos, col] = vec.get(col)
+                frame.at[pos, "found"] = True
+        found, block = frame["found"].to_numpy(dtype=bool), block_from_frame(frame, state.columns)
+    snapshot = {"source": "snapshot", "snapshot_as_of": state.as_of.isoformat(),
+                "vector_as_of": state.as_of.isoformat(), "events_applied": 0, "last_event_at": None}
+    freshness = [{"source": "events", **fresh[i][1].as_dict()} if fresh.get(i, (None,))[0] is not None
+                 else snapshot for i in ids]
+    return found, block, freshness
 
 
 def _num(v: float) -> float | None:
@@ -178,18 +193,18 @@ def customer_scores(state: ServingState, ids: Sequence[str], *, reasons: bool = 
                     ) -> tuple[CustomerScores, dict[str, object], np.ndarray, dict[str, np.ndarray]]:
     """Scores of ``ids``; unknown customers get the population priors. With ``uplift``, the
     uplift of each catalog offer too (an unknown customer's is computed on its missing features)."""
-    found, block = _fetch(state, ids)
+    found, block, freshness = _fetch(state, ids)
     scored = score_block(state.champions, block, len(ids), reasons=reasons)
     lifts = uplift_for(state.uplift, block, len(ids), [o.id for o in state.catalog.offers]) \
         if uplift and state.catalog is not None else {}
     cs = apply_priors(to_customer_scores(ids, found, block, scored, state.categories, uplift=lifts), found,
                       state.priors)
-    return cs, scored, found, block
+    return cs, scored, found, block, freshness
 
 
 def score(state: ServingState, ids: Sequence[str], *, reasons: bool = True) -> list[dict[str, object]]:
     """One answer per id, in request order (duplicates answered twice)."""
-    cs, scored, found, block = customer_scores(state, ids, reasons=reasons)
+    cs, scored, found, block, freshness = customer_scores(state, ids, reasons=reasons)
     explain = {task.replace("-", "_"): _reasons(contrib, x, feats, block)
                for task, (contrib, x, feats) in scored["reasons"].items()} if reasons else {}
     top = _top_categories(cs.cross_sell, state.categories)
@@ -206,6 +221,7 @@ def score(state: ServingState, ids: Sequence[str], *, reasons: bool = True) -> l
             "cross_sell": top[i],
             "reasons": {},
             "as_of": state.as_of.isoformat(),
+            "freshness": freshness[i],
         }
         if not found[i]:
             item["cold_start"] = "unknown customer: population priors of the snapshot"
@@ -269,18 +285,18 @@ def _decision_inputs(state: ServingState, customer_id: str, *, now_us: int | Non
         raise NoCatalogError(no_catalog_message(state.dataset))
     if channel is not None and channel not in state.catalog.channels:
         raise ValueError(f"unknown channel {channel!r}; channels are {state.catalog.channels}")
-    cs, _, found, _ = customer_scores(state, [customer_id], reasons=False, uplift=True)
+    cs, _, found, _, freshness = customer_scores(state, [customer_id], reasons=False, uplift=True)
     now_us = time.time_ns() // 1000 if now_us is None else now_us
-    return cs, found, {
+    return cs, (found, freshness[0]), {
         "catalog": state.catalog, "spend": state.spend, "history": state.contacts,
         "history_error": state.contacts_error, "now_us": now_us,
         "versions": Versions(state.model_versions, state.catalog.version, state.snapshot_version),
         "k": k, "channel": channel, "exclude_offer_ids": exclude_offer_ids}
 
 
-def _answer(state: ServingState, customer_id: str, cs: CustomerScores, found: np.ndarray,
+def _answer(state: ServingState, customer_id: str, cs: CustomerScores, seen: tuple[np.ndarray, dict],
             made: LiveDecision) -> dict[str, object]:
-    d, result = made.decision, made.result
+    (found, freshness), (d, result) = seen, (made.decision, made.result)
     offers = []
     if d.offer_id is not None:
         for item in d.offers:
@@ -302,7 +318,7 @@ def _answer(state: ServingState, customer_id: str, cs: CustomerScores, found: np
     answer: dict[str, object] = {"customer_id": customer_id, "found": bool(found[0]),
                                  "rfm_segment": cs.segment[0] if found[0] else None,
                                  "decision_id": d.decision_id, "arm": d.arm, "pscore": round(d.pscore, 6),
-                                 "offers": offers, "as_of": state.as_of.isoformat()}
+                                 "offers": offers, "as_of": state.as_of.isoformat(), "freshness": freshness}
     if not found[0]:
         answer["cold_start"] = "unknown customer: offers chosen on population priors"
     if d.arm == CONTROL and made.choice.n_eligible[0] > 0:

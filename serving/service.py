@@ -86,6 +86,16 @@ class CategoryScore(BaseModel):
     probability: float = Field(ge=0, le=1)
 
 
+class Freshness(BaseModel):
+    source: str = Field(description="'events': the snapshot brought up to the customer's events since it "
+                        "(features.fresh); 'snapshot': the nightly snapshot as published.")
+    snapshot_as_of: str = Field(description="The published snapshot's as_of.")
+    vector_as_of: str = Field(description="The date the vector describes: the next morning once events are applied.")
+    events_applied: int = Field(ge=0, description="Events of the snapshot's day applied to the vector.")
+    last_event_at: str | None = Field(description="Time of the latest applied event (UTC).",
+                                      json_schema_extra=_nullable)
+
+
 class CustomerResult(BaseModel):
     customer_id: str
     found: bool = Field(description="False: unknown to the snapshot; the scores are population priors.")
@@ -97,6 +107,7 @@ class CustomerResult(BaseModel):
     cross_sell: list[CategoryScore] = Field(description="Top categories the customer does not buy yet.")
     reasons: dict[str, list[Reason]] = Field(description="Per score (churn, next_purchase, clv): top features.")
     as_of: str = Field(description="Snapshot date the features describe.")
+    freshness: Freshness = Field(description="How fresh the feature vector scored is.")
     cold_start: str | None = Field(None, json_schema_extra=_nullable)
 
 
@@ -138,6 +149,7 @@ class RecommendResponse(BaseModel):
                           "(or, for control, no offer) to this customer.")
     offers: list[Offer]
     as_of: str
+    freshness: Freshness = Field(description="How fresh the feature vector decided on is.")
     model_versions: dict[str, str]
     cold_start: str | None = Field(None, json_schema_extra=_nullable)
     control_group: str | None = Field(None, description="Set when the customer is held out this period.",

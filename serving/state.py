@@ -168,7 +168,7 @@ class StateHolder:
                 self._contacts = (snap.version, history)
         history = self._contacts[1] if self._contacts is not None and self._contacts[0] == snap.version else None
         state = build_state(self.dataset_name(), champions, store, self._catalog(catalog_path), contacts=history,
-                            contacts_error=contacts_error, uplift=uplift)
+                            contacts_error=contacts_error, uplift=uplift, fresh=self._fresh(snap, current))
         changed = current is None or state.model_versions != current.model_versions \
             or state.snapshot_version != current.snapshot_version or catalog_appeared
         self.state = state  # one reference swap: requests in flight keep the state they read
@@ -206,6 +206,20 @@ class StateHolder:
             self._on_failure("uplift")
             log.error("rejected uplift version %s: %s", version, exc)
             return old
+
+    def _fresh(self, snap, current):
+        """The fresh vectors of the served snapshot (kept across reloads of the same snapshot); none
+        in a Bento, which packs the snapshot without the event log."""
+        if self.settings.model_source == "bentoml":
+            return None
+        if current is not None and current.fresh is not None and current.snapshot_version == snap.version:
+            return current.fresh
+        from base.home import Home
+        from features.online_fresh import FreshVectors
+
+        home = Home(self.settings.home)
+        name = self.dataset_name()
+        return FreshVectors(home.online(name), home.events(name) / "events.sqlite", snap.version, snap.as_of)
 
     # --------------------------------------------------------------- background
     def start(self) -> None:

@@ -557,3 +557,27 @@ def test_events_are_durable_idempotent_and_named_by_identifier(server, served_ho
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT count(*) FROM events WHERE event_id IN ('ev-3', 'ev-4')").fetchone()[0] == 0
     assert email["value"] not in server.log_text()  # no identifier in the logs
+
+
+def test_score_and_recommend_use_the_vector_fresh_to_the_last_event(server, served_home):
+    """An acknowledged event is in the next /score of its customer: the vector as of the next
+    morning (features.fresh), and the answer says so; a customer without events keeps the snapshot's."""
+    snap = pd.read_parquet(served_home.home / "features" / served_home.name / f"as_of={AS_OF}",
+                           columns=["customer_id", "orders_total"])
+    cid, other = snap["customer_id"].iloc[-1], snap["customer_id"].iloc[-2]
+    buy = {"event_id": "fresh-1", "customer_id": cid, "type": "purchase", "timestamp": f"{AS_OF}T09:30:00Z",
+           "properties": {"order_id": "fresh-o1", "amount": 25.0}}
+    with server.client() as c:
+        assert c.post("/events", json={"events": [buy]}).status_code == 200
+        results = c.post("/score", json={"customer_ids": [cid, other], "reasons": False}).json()["results"]
+        fresh, stale = results[0]["freshness"], results[1]["freshness"]
+        assert (fresh["source"], fresh["events_applied"], fresh["vector_as_of"]) == ("events", 1, "2025-07-02")
+        assert fresh["snapshot_as_of"] == AS_OF and fresh["last_event_at"] == f"{AS_OF}T09:30:00Z"
+        assert (stale["source"], stale["events_applied"], stale["vector_as_of"]) == ("snapshot", 0, AS_OF)
+        view = dict(buy, event_id="fresh-2", type="view", timestamp=f"{AS_OF}T09:40:00Z", properties={})
+        assert c.post("/events", json={"events": [view]}).status_code == 200
+        again = c.post("/score", json={"customer_ids": [cid], "reasons": False}).json()["results"][0]
+        assert again["freshness"]["events_applied"] == 2
+        rec = c.post("/recommend", json={"customer_id": cid})
+        assert rec.status_code == 200, rec.text  # the decision saw the fresh vector too
+        assert rec.json()["freshness"]["events_applied"] == 2
