@@ -66,6 +66,10 @@ class Home:
         """The embedded event log of a dataset (``events.sqlite``: POST /events, cvm events ingest)."""
         return self._dir("events", safe_name(dataset), ensure=ensure)
 
+    def triggers(self, dataset: str, ensure: bool = False) -> Path:
+        """The trigger engine's timers and outbox of a dataset (``triggers.sqlite``)."""
+        return self._dir("triggers", safe_name(dataset), ensure=ensure)
+
     def decisions(self, dataset: str, ensure: bool = False) -> Path:
         """The embedded decision log of a dataset (``CVM_DECISIONS_URL`` overrides it)."""
         return self._dir("decisions", safe_name(dataset), ensure=ensure)

@@ -54,6 +54,9 @@ def serve(
     simulation_clock: Annotated[bool, typer.Option("--simulation-clock", help="Let /recommend callers set the "
                                                    "decision time ('at'), for cvm simulate --url. Never in "
                                                    "production.")] = False,
+    triggers: Annotated[Path | None, typer.Option("--triggers", help="Trigger rules YAML (when X and not Y within "
+                                                  "T: a logged offer decision to the outbox and the webhook).",
+                                                  dir_okay=False)] = None,
     home: HomeOpt = None,
 ) -> None:
     """Serve scores and next-best offers over HTTP (BentoML), from the champion models in the MLflow registry and
@@ -81,13 +84,17 @@ def serve(
     # the server runs in the project root: a dataset directory is passed as an absolute path
     spec = str(Path(dataset).expanduser().resolve()) if Path(dataset).expanduser().is_dir() else dataset
     env = server_env(os.environ, dataset=spec, home=home, catalog=catalog, reload_seconds=reload_seconds,
-                     no_auth=no_auth, workers=workers, simulation_clock=simulation_clock)
+                     no_auth=no_auth, workers=workers, simulation_clock=simulation_clock, triggers=triggers)
+    from scoring.triggers.rules import TriggerConfigError, check_secret, load_triggers
+
     try:
         settings = ServiceSettings.from_env(env)
         path = resolve_catalog_path(spec, settings.catalog)
         if path is not None:
             load_catalog(path)
-    except (SettingsError, CatalogError) as exc:
+        if settings.triggers is not None:
+            check_secret(load_triggers(settings.triggers), env)
+    except (SettingsError, CatalogError, TriggerConfigError) as exc:
         fail(str(exc))
     if path is None:
         warn(f"{no_catalog_message(run(lambda: dataset_name(spec)))}. Serving scores only: /recommend answers "

@@ -161,10 +161,12 @@ def build_state(dataset: str, champions: Mapping[str, Champion], store, catalog:
                         contacts_error=contacts_error, uplift=uplift, fresh=fresh)
 
 
-def _fetch(state: ServingState, ids: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray], list[dict]]:
+def _fetch(state: ServingState, ids: Sequence[str], *, fresh_vectors: bool = True
+           ) -> tuple[np.ndarray, dict[str, np.ndarray], list[dict]]:
     """Feature rows of ``ids`` (request order) as a block, which were found, and how fresh each
-    is: a customer with events since the snapshot gets the vector they bring (``features.fresh``)."""
-    fresh = state.fresh.vectors(list(ids)) if state.fresh is not None else {}
+    is: a customer with events since the snapshot gets the vector they bring (``features.fresh``),
+    unless ``fresh_vectors`` is false (the snapshot's, as published)."""
+    fresh = state.fresh.vectors(list(ids)) if state.fresh is not None and fresh_vectors else {}
     if len(ids) <= _SINGLE_GET_LIMIT:
         records = [fresh[i][0] if fresh.get(i, (None,))[0] is not None else state.store.get(i) for i in ids]
         found = np.array([r is not None for r in records], dtype=bool)
@@ -189,11 +191,12 @@ def _num(v: float) -> float | None:
     return None if v is None or not math.isfinite(v) else round(float(v), 6)
 
 
-def customer_scores(state: ServingState, ids: Sequence[str], *, reasons: bool = True, uplift: bool = False
-                    ) -> tuple[CustomerScores, dict[str, object], np.ndarray, dict[str, np.ndarray]]:
+def customer_scores(state: ServingState, ids: Sequence[str], *, reasons: bool = True, uplift: bool = False,
+                    fresh_vectors: bool = True
+                    ) -> tuple[CustomerScores, dict[str, object], np.ndarray, dict[str, np.ndarray], list[dict]]:
     """Scores of ``ids``; unknown customers get the population priors. With ``uplift``, the
     uplift of each catalog offer too (an unknown customer's is computed on its missing features)."""
-    found, block, freshness = _fetch(state, ids)
+    found, block, freshness = _fetch(state, ids, fresh_vectors=fresh_vectors)
     scored = score_block(state.champions, block, len(ids), reasons=reasons)
     lifts = uplift_for(state.uplift, block, len(ids), [o.id for o in state.catalog.offers]) \
         if uplift and state.catalog is not None else {}
@@ -255,7 +258,8 @@ def _reasons(contrib: np.ndarray, x: np.ndarray, features: Sequence[str],
 
 
 def recommend(state: ServingState, customer_id: str, *, decisions, now_us: int | None = None, k: int = 3,
-              channel: str | None = None, exclude_offer_ids: Sequence[str] = ()) -> dict[str, object]:
+              channel: str | None = None, exclude_offer_ids: Sequence[str] = (), source: str = "api"
+              ) -> dict[str, object]:
     """The ``k`` best offers for one customer, best first, with their reasons: a decision,
     logged in ``decisions`` (a ``scoring.decisions`` store) before it is returned. Raises
     ``DecisionStoreUnavailable`` or ``PolicyUnavailable`` when it cannot be logged or the
@@ -263,7 +267,7 @@ def recommend(state: ServingState, customer_id: str, *, decisions, now_us: int |
     state has no catalog (nothing is decided or logged)."""
     cs, found, kwargs = _decision_inputs(state, customer_id, now_us=now_us, k=k, channel=channel,
                                          exclude_offer_ids=exclude_offer_ids)
-    made = decide_one(customer_id, cs, store=decisions, **kwargs)
+    made = decide_one(customer_id, cs, store=decisions, source=source, **kwargs)
     return _answer(state, customer_id, cs, found, made)
 
 

@@ -21,7 +21,7 @@ def server_command(host: str, port: int) -> list[str]:
 
 def server_env(base: Mapping[str, str], *, dataset: str, home: Path | None = None, catalog: Path | None = None,
                reload_seconds: float = 30.0, no_auth: bool = False, workers: int = 1,
-               simulation_clock: bool = False) -> dict[str, str]:
+               simulation_clock: bool = False, triggers: Path | None = None) -> dict[str, str]:
     """``base`` (the caller's environment) with the service's settings from ``cvm serve``'s options."""
     env = dict(base)
     if home is not None:
@@ -30,6 +30,8 @@ def server_env(base: Mapping[str, str], *, dataset: str, home: Path | None = Non
     env["CVM_RELOAD_SECONDS"] = str(reload_seconds)
     if catalog is not None:
         env["CVM_CATALOG"] = str(Path(catalog).resolve())
+    if triggers is not None:
+        env["CVM_TRIGGERS"] = str(Path(triggers).resolve())
     if no_auth:
         env["CVM_NO_AUTH"] = "1"
     if simulation_clock:

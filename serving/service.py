@@ -380,6 +380,9 @@ class CVMService:
         self.event_log = EventLog(home.events(self.holder.dataset_name(), ensure=True) / "events.sqlite")
         self._profiles_root = home.profiles(self.holder.dataset_name())
         self._lookup, self._lookup_checked = None, 0.0
+        from serving.triggers import start_triggers
+
+        self.triggers = start_triggers(self.settings, self.holder, self.decisions)
 
     def _identifiers(self):
         """The latest identity resolution's identifier index, re-read at most once a minute."""

@@ -16,6 +16,8 @@ read when the service starts (never at import).
                            --url`` driving simulated days; never on a production server
 ``CVM_DECISIONS_URL``      the decision log: ``postgresql://user@host:port/db`` (default: SQLite
                            under ``$CVM_HOME/decisions/<dataset>/``, shared by the workers)
+``CVM_TRIGGERS``           trigger rules YAML (``scoring.triggers.rules``): fired decisions go to the
+                           outbox and the webhook; the HMAC key is in the variable the file names
 ``MLFLOW_TRACKING_URI``    registry location (default: the SQLite database under CVM_HOME)
 ========================== ==================================================================
 
@@ -90,6 +92,7 @@ class ServiceEnv(BaseSettings):
         None, description="Where champions come from (default: bentoml inside a Bento, else mlflow).")
     decisions_url: str | None = Field(None, description="Decision log (postgresql://...; default SQLite "
                                       "under CVM_HOME).")
+    triggers: Path | None = Field(None, description="Trigger rules YAML (none: no triggers).")
     mlflow_tracking_uri: str | None = Field(None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI"),
                                             description="Model registry (default: SQLite under CVM_HOME).")
 
@@ -106,7 +109,7 @@ class ServiceEnv(BaseSettings):
         return value
 
     @field_validator("home", "mlflow_tracking_uri", "catalog", "decisions_url", "api_keys_file",
-                     "admin_keys_file", mode="before")
+                     "admin_keys_file", "triggers", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -161,6 +164,7 @@ class ServiceSettings(BaseModel):
     model_source: Literal["mlflow", "bentoml"] = "mlflow"
     tracking_uri: str = ""
     decisions_url: str | None = None
+    triggers: Path | None = None
 
     @field_validator("dataset")
     @classmethod
@@ -192,7 +196,7 @@ class ServiceSettings(BaseModel):
             no_auth=raw.no_auth, simulation_clock=raw.simulation_clock, reload_seconds=raw.reload_seconds,
             model_source=raw.model_source or ("bentoml" if in_bento else "mlflow"),
             tracking_uri=raw.mlflow_tracking_uri or home.default_mlflow_uri(),
-            decisions_url=raw.decisions_url,
+            decisions_url=raw.decisions_url, triggers=raw.triggers,
         )
         if not settings.api_keys and not settings.no_auth:
             raise SettingsError("no API key configured: set CVM_API_KEYS (comma-separated) or CVM_API_KEYS_FILE, "

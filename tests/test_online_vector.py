@@ -161,7 +161,7 @@ def test_a_synthetic_day_replayed_as_events_matches_the_next_snapshot(tmp_path):
     days = pd.concat([tx["timestamp"], ev["timestamp"]]).dt.normalize()
     day = days[days.dt.year == 2025].value_counts().sort_index().idxmax()
     s = day.date()
-    on_day = lambda f: (f["timestamp"] >= day) & (f["timestamp"] < day + pd.Timedelta(days=1))  # noqa: E731
+    on_day = lambda f: (f["timestamp"] >= day) & (f["timestamp"] < day + pd.Timedelta(days=1))
     posted = [{"event_id": f"t{i}", "customer_id": r.customer_id, "type": "purchase",
                "timestamp": r.timestamp.isoformat() + "Z",
                "properties": {"order_id": r.order_id, "amount": float(r.amount), "category": r.category}}

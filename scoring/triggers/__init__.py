@@ -1,0 +1,3 @@
+"""Triggered offers: "when X and not Y within T" rules over the event stream, a logged
+next-best-offer decision when one fires, and its signed webhook delivery through an outbox
+(``rules``, ``store``, ``engine``, ``webhook``, ``runner``)."""

@@ -1,0 +1,66 @@
+"""The service's trigger engine (``scoring.triggers``), wired to what the service serves.
+
+With ``CVM_TRIGGERS`` set, every worker starts a ``TriggerRunner``; the store's lease lets
+one of them run it. A fired trigger decides as ``/recommend`` does, on the state the
+service serves (champions, catalog, contact policy, control groups, the fresh vector),
+logged with source ``trigger:<name>``; while the service is not ready or the decision log
+is down, due timers wait. Score triggers are judged on the fresh vector's scores against
+the snapshot's (where a customer starts from).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from base.home import Home
+from scoring.decisions import DecisionStoreUnavailable
+from scoring.live import PolicyUnavailable
+from scoring.triggers.engine import Probe, RetryLater, TriggerEngine
+from scoring.triggers.rules import load_triggers
+from scoring.triggers.runner import TriggerRunner
+from scoring.triggers.store import TriggerStore
+from serving import engine
+from serving.settings import ServiceSettings
+
+log = logging.getLogger("cvm.serving.triggers")
+
+_SCORES = ("churn_probability", "next_purchase_probability", "expected_orders", "clv")
+
+
+def _scores(cs, i: int) -> dict[str, float]:
+    return {k: float(getattr(cs, k)[i]) for k in _SCORES}
+
+
+def start_triggers(settings: ServiceSettings, holder, decisions) -> TriggerRunner | None:
+    """The started runner, or None without ``CVM_TRIGGERS``. ``TriggerConfigError`` on a bad file."""
+    if settings.triggers is None:
+        return None
+    config = load_triggers(settings.triggers)
+    home = Home(settings.home)
+    name = holder.dataset_name()
+
+    def decide(customer_id: str, trigger, now_us: int) -> dict:
+        state = holder.state
+        if state is None:
+            raise RetryLater(f"the service is not ready: {holder.last_error}")
+        try:
+            return engine.recommend(state, customer_id, decisions=decisions, now_us=now_us, k=trigger.k,
+                                    channel=trigger.channel, source=f"trigger:{trigger.name}")
+        except (DecisionStoreUnavailable, PolicyUnavailable) as exc:
+            raise RetryLater(str(exc)) from None
+
+    def probe(ids: Sequence[str]) -> dict[str, Probe]:
+        state = holder.state
+        if state is None:
+            return {}
+        now = engine.customer_scores(state, list(ids), reasons=False)[0]
+        before = engine.customer_scores(state, list(ids), reasons=False, fresh_vectors=False)[0]
+        return {cid: Probe(scores=_scores(now, i), before_scores=_scores(before, i)) for i, cid in enumerate(ids)}
+
+    store = TriggerStore(home.triggers(name, ensure=True) / "triggers.sqlite")
+    runner = TriggerRunner(TriggerEngine(config, store, home.events(name, ensure=True) / "events.sqlite", decide,
+                                         probe=probe))
+    runner.start()
+    log.info("triggers: %d rules from %s", len(runner.engine.triggers), settings.triggers)
+    return runner
