@@ -133,7 +133,7 @@ def features_publish(dataset: DatasetOpt, as_of: AsOfOpt, home: HomeOpt = None) 
 def features_lookup(dataset: DatasetOpt, customer_id: Annotated[str, typer.Argument(help="Customer id.")],
                     home: HomeOpt = None) -> None:
     """Print one customer's published feature vector from the online store."""
-    from features.online_store import open_online_store
+    from features.online import open_online_store
     from sources.dataset import dataset_name
 
     def go():

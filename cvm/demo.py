@@ -96,7 +96,7 @@ def _lookup(home, result) -> str:
     """The first customer of the snapshot, looked up in the online store."""
     import pyarrow.dataset as pads
 
-    from features.online_store import open_online_store
+    from features.online import open_online_store
 
     first = pads.dataset(str(result.path)).to_table(columns=["customer_id"]).column(0)[0].as_py()
     with open_online_store(home, result.dataset) as store:

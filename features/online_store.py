@@ -49,7 +49,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, Self
+from typing import Literal, Protocol, Self
 from urllib.parse import quote
 
 import numpy as np
@@ -59,9 +59,6 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from base.atomic import fsync_dir, write_json
-
-if TYPE_CHECKING:
-    from base.home import Home
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +153,8 @@ class PublishedSnapshot:
 
 
 class OnlineStore(Protocol):
-    """What serving needs from an online store; SQLite now, Redis or others later."""
+    """What serving needs from an online store: ``SQLiteOnlineStore`` (embedded) or
+    ``features.online_redis.RedisOnlineStore`` (``CVM_REDIS_URL``)."""
 
     def publish(self, snapshot_dir: Path, *, as_of: date, metadata: Mapping[str, object] | None = None,
                 contacts: Path | None = None) -> PublishedSnapshot: ...
@@ -174,14 +172,6 @@ class OnlineStore(Protocol):
     def sample_ids(self, n: int) -> list[str]: ...
 
     def close(self) -> None: ...
-
-
-def open_online_store(home: Home, dataset: str, *, backend: Literal["sqlite"] = "sqlite",
-                      keep: int = 3, grace_seconds: float = 60.0) -> OnlineStore:
-    """The online store of ``dataset`` under ``home``. Creates nothing until a publish."""
-    if backend != "sqlite":
-        raise ValueError(f"unknown online store backend {backend!r}: only 'sqlite' exists")
-    return SQLiteOnlineStore(home.online(dataset), dataset=dataset, keep=keep, grace_seconds=grace_seconds)
 
 
 class SQLiteOnlineStore:
@@ -226,14 +216,14 @@ class SQLiteOnlineStore:
         """
         started = time.perf_counter()
         snapshot_dir = Path(snapshot_dir)
-        _check_as_of(as_of)
-        meta = _json_safe(metadata)
-        dataset = _open_parts(snapshot_dir)
-        columns = _plan_columns(dataset.schema, snapshot_dir)
+        check_as_of(as_of)
+        meta = json_safe(metadata)
+        dataset = open_parts(snapshot_dir)
+        columns = plan_columns(dataset.schema, snapshot_dir)
         rows = dataset.count_rows()
         if rows == 0:
             raise SnapshotValidationError(f"snapshot {snapshot_dir} has zero rows: nothing to publish")
-        history = _open_contacts(contacts) if contacts is not None else None
+        history = open_contacts(contacts) if contacts is not None else None
 
         published_at = datetime.now(UTC)
         version = f"{published_at:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"  # sorts by publish time
@@ -398,7 +388,7 @@ class SQLiteOnlineStore:
             return reader
         if reader is not None:
             reader.con.close()  # nobody else uses it: every read holds the lock
-        self._open = _Reader(key, _Layout.of(snapshot), con)
+        self._open = _Reader(key, RowLayout.of(snapshot), con)
         self._rejected_key = None
         log.info("online store %s: serving snapshot %s (as_of %s, %d rows)",
                  self.root, snapshot.version, snapshot.as_of, snapshot.rows)
@@ -428,7 +418,7 @@ class _Reader:
     """The snapshot a store serves: the pointer state it came from, its layout, its connection."""
 
     key: _PointerKey | None
-    layout: _Layout
+    layout: RowLayout
     con: sqlite3.Connection
 
 
@@ -467,7 +457,7 @@ def _connect(snapshot: PublishedSnapshot) -> sqlite3.Connection:
 
 
 @dataclass(frozen=True)
-class _Layout:
+class RowLayout:
     """How stored rows of one snapshot turn back into typed values."""
 
     snapshot: PublishedSnapshot
@@ -479,7 +469,7 @@ class _Layout:
     empty_row: tuple[None, ...]
 
     @classmethod
-    def of(cls, snapshot: PublishedSnapshot) -> _Layout:
+    def of(cls, snapshot: PublishedSnapshot) -> RowLayout:
         dtypes = tuple(snapshot.columns.values())
 
         def positions(dtype: str) -> tuple[int, ...]:
@@ -533,12 +523,12 @@ def _pandas_values(values: Sequence[object], dtype: str) -> object:
 
 # -- publishing internals ---------------------------------------------------------------
 
-def _check_as_of(as_of: date) -> None:
+def check_as_of(as_of: date) -> None:
     if isinstance(as_of, datetime) or not isinstance(as_of, date):
         raise TypeError(f"as_of must be a datetime.date, got {type(as_of).__name__}")
 
 
-def _json_safe(metadata: Mapping[str, object] | None) -> dict[str, object]:
+def json_safe(metadata: Mapping[str, object] | None) -> dict[str, object]:
     meta = dict(metadata or {})
     try:
         json.dumps(meta)
@@ -547,7 +537,7 @@ def _json_safe(metadata: Mapping[str, object] | None) -> dict[str, object]:
     return meta
 
 
-def _open_parts(snapshot_dir: Path) -> ds.Dataset:
+def open_parts(snapshot_dir: Path) -> ds.Dataset:
     parts = sorted(snapshot_dir.glob("part-*.parquet"))
     if not parts:
         raise SnapshotValidationError(f"no part-*.parquet files in {snapshot_dir}: not a feature snapshot")
@@ -585,7 +575,7 @@ def _dtype_of(arrow_type: pa.DataType) -> Dtype | None:
     return None
 
 
-def _plan_columns(schema: pa.Schema, source: Path) -> dict[str, str]:
+def plan_columns(schema: pa.Schema, source: Path) -> dict[str, str]:
     """Column name -> dtype in store order, or a SnapshotValidationError naming what is wrong."""
     types = {name: _dtype_of(schema.field(name).type) for name in schema.names}
     if KEY_COLUMN not in types:
@@ -617,7 +607,7 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _open_contacts(path: Path) -> ds.Dataset:
+def open_contacts(path: Path) -> ds.Dataset:
     """The contact history to publish, checked to have the columns readers rely on."""
     try:
         history = ds.dataset(str(path), format="parquet")
@@ -665,9 +655,9 @@ def _build(path: Path, dataset: ds.Dataset, snapshot: PublishedSnapshot, manifes
         insert = f"INSERT INTO {_TABLE} VALUES ({', '.join('?' * len(snapshot.columns))})"
         loaded = 0
         try:
-            for batch in _batches(dataset, snapshot):
-                _check_batch(batch, snapshot.as_of, source)
-                con.executemany(insert, _rows(batch, tuple(snapshot.columns.values())))
+            for batch in row_batches(dataset, snapshot):
+                check_batch(batch, snapshot.as_of, source)
+                con.executemany(insert, row_tuples(batch, tuple(snapshot.columns.values())))
                 loaded += batch.num_rows
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # parts that disagree, values out of range
             raise SnapshotValidationError(f"cannot load {source}: {exc}") from exc
@@ -683,7 +673,7 @@ def _build(path: Path, dataset: ds.Dataset, snapshot: PublishedSnapshot, manifes
         con.close()
 
 
-def _batches(dataset: ds.Dataset, snapshot: PublishedSnapshot) -> Iterator[pa.RecordBatch]:
+def row_batches(dataset: ds.Dataset, snapshot: PublishedSnapshot) -> Iterator[pa.RecordBatch]:
     """Record batches in store column order."""
     # Little read-ahead: memory stays near one decoded row group (Arrow's defaults, 16
     # batches and 4 files ahead, raised peak RSS from 1.1 to 1.5 GB at 1 M x 100, no faster).
@@ -691,7 +681,7 @@ def _batches(dataset: ds.Dataset, snapshot: PublishedSnapshot) -> Iterator[pa.Re
                                    batch_readahead=2, fragment_readahead=1))
 
 
-def _check_batch(batch: pa.RecordBatch, as_of: date, source: Path) -> None:
+def check_batch(batch: pa.RecordBatch, as_of: date, source: Path) -> None:
     """Null ids and a wrong ``as_of`` are refused batch by batch (cheap: counts and min/max)."""
     if batch.column(0).null_count:
         raise SnapshotValidationError(f"{KEY_COLUMN!r} in {source} has null values")
@@ -705,7 +695,7 @@ def _check_batch(batch: pa.RecordBatch, as_of: date, source: Path) -> None:
                                       f"is published as of {as_of}")
 
 
-def _rows(batch: pa.RecordBatch, dtypes: tuple[str, ...]) -> Iterable[tuple[object, ...]]:
+def row_tuples(batch: pa.RecordBatch, dtypes: tuple[str, ...]) -> Iterable[tuple[object, ...]]:
     """Python row tuples for ``executemany``, built column-wise (much faster than row-wise)."""
     return zip(*(_python_values(batch.column(i), dtype) for i, dtype in enumerate(dtypes)))
 

@@ -22,8 +22,9 @@ from base.engines import Engine, EngineName, open_engine
 from base.errors import InputError
 from base.home import Home
 from features.build_config import BuildConfig
+from features.online import open_online_store
 from features.online_fresh import publish_fresh
-from features.online_store import PublishedSnapshot, open_online_store
+from features.online_store import PublishedSnapshot
 from features.pipeline import BuildResult, build_snapshot
 from features.snapshot import CONTACTS_DIR, read_metadata
 from sources.dataset import Dataset, DatasetError, resolve_dataset

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from starlette.responses import Response
 
 from base.home import Home
+from features.online_store import OnlineStoreError
 from scoring.champions import NotReadyError
 from scoring.decisions import (
     MAX_OUTCOMES,
@@ -419,7 +420,12 @@ class CVMService:
         state = self.holder.state
         if state is None:
             return self._not_ready()
-        results = await _compute(len(customer_ids), engine.score, state, customer_ids, reasons=reasons)
+        try:
+            results = await _compute(len(customer_ids), engine.score, state, customer_ids, reasons=reasons)
+        except OnlineStoreError as exc:  # Redis down: say so; the next request reconnects
+            _metric("unavailable").labels(reason="online_store").inc()
+            log.error("score refused: %s", exc)
+            return _unavailable(str(exc))
         found = sum(r["found"] for r in results)
         _metric("customers").labels(found="true").inc(found)
         _metric("customers").labels(found="false").inc(len(results) - found)
@@ -474,6 +480,10 @@ class CVMService:
         except PolicyUnavailable as exc:
             _metric("unavailable").labels(reason="contact_policy").inc()
             return _unavailable(str(exc))
+        except OnlineStoreError as exc:
+            _metric("unavailable").labels(reason="online_store").inc()
+            log.error("recommend refused: %s", exc)
+            return _unavailable(f"{exc}; no decision was made")
         _metric("decisions").labels(arm=answer["arm"]).inc()
         log.debug("recommend k=%d offers=%d found=%s %.1f ms", k, len(answer["offers"]), answer["found"],
                   (time.perf_counter() - t0) * 1e3)

@@ -76,7 +76,8 @@ class StateHolder:
 
     def _store(self):
         from base.home import Home
-        from features.online_store import SQLiteOnlineStore, open_online_store
+        from features.online import open_online_store
+        from features.online_store import SQLiteOnlineStore
 
         if self.settings.model_source == "bentoml":
             from serving.bento import BentoSource

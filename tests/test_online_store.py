@@ -19,13 +19,13 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from base.home import Home
+from features.online import open_online_store
 from features.online_store import (
     NoSnapshotError,
     PublishedSnapshot,
     SnapshotUnavailableError,
     SnapshotValidationError,
     SQLiteOnlineStore,
-    open_online_store,
 )
 
 AS_OF = date(2024, 3, 31)
@@ -210,7 +210,9 @@ def test_open_online_store_roots_under_home(tmp_path, golden_dir):
     assert (home.online("Complete Journey") / "CURRENT.json").is_file()
     assert_same_record(open_online_store(home, "Complete Journey").get("c1"), expected(GOLDEN_ROWS[0]))
     with pytest.raises(ValueError, match="unknown online store backend"):
-        open_online_store(home, "x", backend="redis")  # type: ignore[arg-type]
+        open_online_store(home, "x", backend="memcached")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="set CVM_REDIS_URL"):
+        open_online_store(home, "x", backend="redis", redis_url="")
 
 
 # -- publishing again -----------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""``cvm serve`` on the Redis online store (``CVM_REDIS_URL``) with two workers: the same
+scores, a 503 naming Redis while it is down, recovery without a restart once it is back."""
+
+from __future__ import annotations
+
+import pytest
+
+from base.processes import wait_until
+from features.online_redis import RedisOnlineStore
+from features.snapshot import CONTACTS_DIR, read_metadata
+from tests.serving_fixtures import AS_OF, start_server, stop_server
+
+pytestmark = pytest.mark.server
+
+
+def _publish(url: str, served) -> str:
+    from datetime import date
+
+    snap = served.home / "features" / served.name / f"as_of={AS_OF}"
+    meta = read_metadata(snap.parent, date.fromisoformat(AS_OF))
+    store = RedisOnlineStore(url, served.name)
+    published = store.publish(snap, as_of=date.fromisoformat(AS_OF), contacts=snap / CONTACTS_DIR,
+                              metadata={"fingerprint": meta["fingerprint"], "dataset": served.name,
+                                        "feature_config": meta["feature_config"]})
+    store.close()
+    return published.version
+
+
+def test_the_service_reads_redis_and_recovers_from_a_redis_restart(served_home, tmp_path, server):
+    from tests.db_servers import start_redis
+
+    redis = start_redis(tmp_path / "redis")
+    port = redis.port
+    version = _publish(redis.url, served_home)
+    ours = start_server(served_home, tmp_path / "server.log", extra_env={"CVM_REDIS_URL": redis.url},
+                        args=["--workers", "2"])
+    try:
+        ids = ["nobody", *RedisOnlineStore(redis.url, served_home.name).sample_ids(5)]
+        body = {"customer_ids": ids, "reasons": False}
+        with ours.client() as c, server.client() as embedded:
+            got = c.post("/score", json=body).json()
+            assert got["snapshot_version"] == version
+            want = embedded.post("/score", json=body).json()  # the same snapshot from the SQLite store
+            strip = lambda rs: [{k: v for k, v in r.items() if k != "freshness"} for r in rs]
+            assert strip(got["results"]) == strip(want["results"])
+            redis.stop()
+            down = c.post("/score", json=body)
+            assert down.status_code == 503 and "Redis" in down.json()["error"], down.text
+            assert down.headers["Retry-After"]
+            redis = start_redis(tmp_path / "redis", port=port)  # no persistence: publish again
+            again = _publish(redis.url, served_home)
+
+            def answers() -> bool:
+                r = c.post("/score", json=body)
+                return r.status_code == 200 and r.json()["results"][1]["found"]
+
+            wait_until(answers, timeout=30, interval=0.2, what="the service reading the restarted Redis")
+            for _ in range(4):  # both workers
+                assert c.post("/score", json=body).status_code == 200
+            wait_until(lambda: c.post("/score", json=body).json()["snapshot_version"] == again, timeout=30,
+                       interval=0.5, what="the reload of the republished snapshot")
+        assert "Traceback" not in ours.log_text()
+    finally:
+        stop_server(ours)
+        redis.stop()
