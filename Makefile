@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install demo lint test test-fast bench bench-features bench-online bench-training bench-serving bench-batch bench-load bench-decisions bench-simulation lock clean help
+.PHONY: install demo lint test test-fast bench bench-features bench-online bench-training bench-serving bench-batch bench-load bench-decisions bench-simulation bench-realtime lock clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -33,7 +33,7 @@ test: lint  ## lint, then the test suite (DuckDB, Spark local mode, real servers
 test-fast: lint  ## lint, then the tests: no Spark, no servers, no long robustness runs
 	$(BIN)/pytest -q -m "not spark and not server and not slow"
 
-bench: bench-features bench-online bench-training bench-serving bench-batch bench-load bench-decisions bench-simulation  ## every benchmark (prints tables; about two hours); benchmarks/RESULTS.md collects them
+bench: bench-features bench-online bench-training bench-serving bench-batch bench-load bench-decisions bench-simulation bench-realtime  ## every benchmark (prints tables; about two hours); benchmarks/RESULTS.md collects them
 	$(BIN)/python benchmarks/summary.py
 
 bench-features: install  ## feature build at 100k / 1M / 3M customers, against pandas and Spark
@@ -56,6 +56,9 @@ bench-load: install  ## load on cvm serve: saturation (wrk, open loop), 10-minut
 
 bench-decisions: install  ## /recommend with the decision log, /outcomes, a 10 M-decision log on SQLite and PostgreSQL (needs make demo)
 	$(BIN)/python benchmarks/bench_decisions.py --write benchmarks/RESULTS-decisions.md
+
+bench-realtime: install  ## /events ingestion, event -> /score freshness, trigger lateness, Redis lookups at 1M x 100 (needs make demo, redis-server)
+	$(BIN)/python benchmarks/bench_realtime.py --write benchmarks/RESULTS-realtime.md
 
 bench-simulation: install  ## cvm simulate over 20 seeds: does the 95 % interval contain the true lift?
 	$(BIN)/python benchmarks/bench_simulation.py --salt-per-seed --write benchmarks/RESULTS-simulation.md

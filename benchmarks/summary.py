@@ -13,7 +13,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PARTS = [("features", "make bench-features"), ("training", "make bench-training"),
          ("serving", "make bench-serving"), ("batch", "make bench-batch"), ("load", "make bench-load"),
-         ("decisions", "make bench-decisions"), ("simulation", "make bench-simulation")]
+         ("decisions", "make bench-decisions"), ("simulation", "make bench-simulation"),
+         ("realtime", "make bench-realtime")]
 
 
 def main() -> None:
