@@ -27,9 +27,18 @@ from base.errors import InputError
 from base.home import Home
 from batch.job import BatchError, BatchResult, parquet_rows, run_scoring
 from batch.score import BatchDecision
+from batch.segments_job import write_segments
 from features.build_config import BuildConfig
+from features.definitions import feature_set_from_dict
 from features.publish import build_and_publish, check_engine, publish_snapshot
-from features.snapshot import SchemaMismatchError, data_files, feature_config, read_contacts, read_metadata
+from features.snapshot import (
+    SchemaMismatchError,
+    data_files,
+    feature_config,
+    read_contacts,
+    read_metadata,
+    read_schema,
+)
 from scoring.catalog import Catalog, CatalogError, load_catalog, no_catalog_message, resolve_catalog_path
 from scoring.champions import (
     Champion,
@@ -42,6 +51,7 @@ from scoring.champions import (
 from scoring.contacts import ContactHistory
 from scoring.decisions import DecisionStoreUnavailable, open_decision_store, to_us
 from scoring.live import since_us
+from scoring.segments.definitions import SegmentError, load_segments, resolve_segments_path
 from scoring.uplift_scores import missing_columns
 from sources.dataset import DatasetError, resolve_dataset
 
@@ -76,7 +86,7 @@ def run_nightly(as_of: date, home: Home, *, dataset: str = "completejourney", ou
                 publish: bool = True, engine: str = "duckdb", spark_master: str | None = None,
                 say: Callable[[str], None] | None = None,
                 progress: Callable[[int, int], None] | None = None, decisions_url: str | None = None,
-                decided_us: int | None = None) -> NightlyResult:
+                decided_us: int | None = None, segments_path: Path | None = None) -> NightlyResult:
     """Score every customer of ``dataset`` as of ``as_of`` and write the outputs under
     ``out`` (default ``$CVM_HOME/batch/<dataset>``), in ``as_of=DATE/``.
 
@@ -114,6 +124,7 @@ def run_nightly(as_of: date, home: Home, *, dataset: str = "completejourney", ou
             window_days = feature_config(meta).rfm_window_days
         except (SchemaMismatchError, ValueError) as exc:
             raise BadInputError(str(exc)) from None
+        segments = _segments(dataset, segments_path, snap_dir)
         info = snapshot_info(snap_dir, meta)
         history = read_contacts(snap_dir)
         contacts = ContactHistory.from_frame(history, as_of) if history is not None else None
@@ -148,6 +159,10 @@ def run_nightly(as_of: date, home: Home, *, dataset: str = "completejourney", ou
             result = run_scoring(snapshot, info, champions, catalog, contacts, as_of, root, window_days=window_days,
                                  k=k, progress=advance, timings=timings, decision=decision,
                                  log_decisions=store.log_table if store is not None else None, uplift=uplift)
+    if segments is not None:
+        summary = write_segments(result.out_dir, root, as_of, snap_dir, segments[1], segments[0])
+        listed = ", ".join(f"{x['segment']} {x['size']:,}" for x in summary["segments"])
+        tell(f"segments: {listed}")
     if publish:
         publish_snapshot(home, ds.name, snap_dir, as_of)
     warnings += [f"no champion for {t}: its columns are null" for t in result.manifest["missing_tasks"]]
@@ -177,6 +192,18 @@ def snapshot_info(snap_dir: Path, meta: dict) -> dict:
                       if isinstance(t, dict))
     return {"path": str(snap_dir), "rows": parquet_rows(snap_dir), "feature_set_fingerprint": meta.get("fingerprint"),
             "built_at": meta.get("built_at"), "rows_quarantined": quarantined}
+
+
+def _segments(dataset: str, explicit: Path | None, snap_dir: Path):
+    """(file, segments) of the dataset, checked against the snapshot's feature set before anything
+    is scored; None when the dataset has no segment file."""
+    path = resolve_segments_path(dataset, explicit)
+    if path is None:
+        return None
+    try:
+        return path, load_segments(path, feature_set_from_dict(read_schema(snap_dir.parent)))
+    except (SegmentError, ValueError, TypeError) as exc:
+        raise BadInputError(str(exc)) from None
 
 
 def _champions(home: Home) -> dict[str, Champion]:

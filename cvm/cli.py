@@ -19,6 +19,7 @@ from cvm.cli_features import features_app, profiles_app, sources_app, synth
 from cvm.cli_loop import nbo_impact, outcomes_app, simulate
 from cvm.cli_models import models_app
 from cvm.cli_report import report
+from cvm.cli_segments import segments_app
 from cvm.cli_serve import bento, nbo_app, serve
 from cvm.cli_train import train
 from cvm.common import command, prose, setup_logging
@@ -38,6 +39,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(nbo_app, name="nbo")
 app.add_typer(outcomes_app, name="outcomes")
 app.add_typer(events_app, name="events")
+app.add_typer(segments_app, name="segments")
 command(nbo_app, "impact")(nbo_impact)
 for fn, name in ((synth, "synth"), (train, "train"), (score_batch, "score-batch"), (report, "report"),
                  (serve, "serve"), (bento, "bento"), (simulate, "simulate"), (demo, "demo")):

@@ -33,7 +33,7 @@ from cvm.output import print_batch
 
 def nightly(day: date, *, dataset: str = "completejourney", out: Path | None = None, config: Path | None = None,
             catalog: Path | None = None, k: int = 3, publish: bool = True, home: Path | None = None,
-            engine: str = "duckdb", spark_master: str | None = None):
+            engine: str = "duckdb", spark_master: str | None = None, segments: Path | None = None):
     """The nightly job with its progress bar and warnings; exits with the scheduler's code
     on a failure the job classifies (``BatchError.exit_code``), 2 for bad input, 4 when the
     output cannot be written."""
@@ -49,7 +49,7 @@ def nightly(day: date, *, dataset: str = "completejourney", out: Path | None = N
             return run_nightly(day, home_of(home), dataset=dataset, out=out, config=cfg, catalog_path=catalog, k=k,
                                publish=publish, engine=engine, spark_master=spark_master,
                                say=lambda line: err.print(line, soft_wrap=True), progress=bar,
-                               decisions_url=os.environ.get("CVM_DECISIONS_URL") or None)
+                               decisions_url=os.environ.get("CVM_DECISIONS_URL") or None, segments_path=segments)
 
     try:
         result = run(go)
@@ -77,6 +77,10 @@ def score_batch(
     spark_master: MasterOpt = None,
     publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the snapshot to the online "
                                           "store for the service after a successful run.")] = True,
+    segments: Annotated[Path | None, typer.Option("--segments", help="Segment definitions YAML (default: the "
+                                                  "dataset's segments.yaml, or the shipped file of a built-in "
+                                                  "dataset); membership and sizes are written with the scores.",
+                                                  dir_okay=False)] = None,
     home: HomeOpt = None,
 ) -> None:
     """Score every customer with the champion models and the next-best-offer engine, as of DATE.
@@ -92,4 +96,4 @@ def score_batch(
     quiet_mlflow()
     day = as_of_date(as_of)
     print_batch(nightly(day, dataset=dataset, out=out, config=config, catalog=catalog, k=k, publish=publish,
-                        home=home, engine=engine, spark_master=spark_master))
+                        home=home, engine=engine, spark_master=spark_master, segments=segments))

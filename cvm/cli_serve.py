@@ -93,7 +93,15 @@ def serve(
         if path is not None:
             load_catalog(path)
         if settings.triggers is not None:
-            check_secret(load_triggers(settings.triggers), env)
+            from scoring.segments.definitions import SegmentError
+            from serving.triggers import realtime_segments
+
+            rules = load_triggers(settings.triggers)
+            check_secret(rules, env)
+            try:
+                realtime_segments(settings, rules)
+            except SegmentError as exc:
+                raise TriggerConfigError(str(exc)) from None
     except (SettingsError, CatalogError, TriggerConfigError) as exc:
         fail(str(exc))
     if path is None:

@@ -21,6 +21,7 @@ from base.dates import cutoff
 from report.cards import ModelCard, load_cards
 from report.impact import MeasuredImpact, load_impact
 from report.ope import load_ope
+from report.segments import load_sizes
 
 
 class ReportError(RuntimeError):
@@ -41,6 +42,7 @@ class ReportInputs:
     nbo_evaluation: pd.DataFrame | None
     impact: MeasuredImpact | None = None  # the decision log's randomised arms over the period
     ope: dict | None = None  # the latest off-policy evaluation knowable before as_of (report.ope)
+    segment_sizes: pd.DataFrame | None = None  # the batch's own segments (report.segments)
 
 
 def load_customer_tables(home, dataset_spec: str, as_of: date, engine_name: str = "duckdb"
@@ -116,4 +118,5 @@ def gather(home, dataset_spec: str, as_of: date, batch_dir: Path, *, period_days
     url = decisions_url if decisions_url is not None else os.environ.get("CVM_DECISIONS_URL") or None
     impact = load_impact(home, name, as_of, period_days=period_days, decisions_url=url)
     return ReportInputs(name, as_of, daily, contacts, scores, offers, migration, manifest, load_cards(uri),
-                        load_nbo_evaluation(uri, name, as_of), impact, load_ope(home, name, as_of))
+                        load_nbo_evaluation(uri, name, as_of), impact, load_ope(home, name, as_of),
+                        load_sizes(batch_dir))

@@ -224,3 +224,32 @@ def test_a_score_crossing_fires_once_per_crossing(tmp_path):
     _post(log, [_ev("6", "A", "view", 6)])
     engine.fire_step(t0 + 7 * MIN)
     assert [c for c, _, _ in decide.calls] == ["A", "A"]  # down, then up again: a second crossing
+
+
+def test_a_segment_entry_fires_when_the_customer_enters_and_not_while_inside(tmp_path):
+    log = EventLog(tmp_path / "events.sqlite")
+    t0 = to_us(T0)
+    cfg = parse_triggers({"triggers": [{"name": "lapsing", "when": {"segment_entry": "cart_no_buy"}}]})
+    inside = {"A": True, "B": True}
+    probe = lambda ids: {i: Probe(segments=frozenset({"cart_no_buy"}) if inside[i] else frozenset(),
+                                  before_segments=frozenset({"cart_no_buy"}) if i == "B" else frozenset())
+                         for i in ids}
+    decide = Decider()
+    engine = TriggerEngine(cfg, TriggerStore(tmp_path / "t.sqlite"), log.path, decide, probe=probe)
+    _post(log, [_ev("1", "A", "add_to_cart", 0), _ev("2", "B", "add_to_cart", 0)])
+    engine.fire_step(t0 + MIN)
+    assert [c for c, _, _ in decide.calls] == ["A"]  # B was in the segment this morning already
+    timer = engine.store.timers()[0]
+    assert timer["trigger_id"] == "lapsing:A:1" and timer["cause_event_id"] == "1"
+
+
+def test_a_segment_entry_trigger_needs_a_real_time_segment(tmp_path):
+    from serving.settings import ServiceSettings
+    from serving.triggers import realtime_segments
+
+    cfg = parse_triggers({"triggers": [{"name": "x", "when": {"segment_entry": "big_lapsed"}}]})
+    settings = ServiceSettings(home=tmp_path, dataset="completejourney", no_auth=True, triggers=tmp_path / "t.yaml")
+    with pytest.raises(TriggerConfigError, match="segment_entry 'big_lapsed' is not a real-time segment"):
+        realtime_segments(settings, cfg)
+    ok = parse_triggers({"triggers": [{"name": "x", "when": {"segment_entry": "produce_lapsers"}}]})
+    assert [s.name for s in realtime_segments(settings, ok)] == ["produce_lapsers"]
