@@ -11,7 +11,9 @@ load generator and the webhook receiver compete with the server.
 
 1. ``POST /events`` in batches of 100, closed loop, 4 connections, ``--ingest-seconds`` per run,
    ``--runs`` runs (median): events acknowledged per second (each batch durable before its
-   answer). Target >= 5,000 events/s. Embedded event log (SQLite).
+   answer). Target >= 5,000 events/s. Embedded event log (SQLite); then (1r, 2r) the same with
+   ``CVM_REDIS_URL``: the event stream and the online store on a real Redis with ``appendonly yes``
+   and ``appendfsync always`` (each acknowledged batch on disk, as the SQLite log).
 2. An event followed by ``/score`` for the same customer: a purchase on the snapshot's day, then
    /score; the time from the event's acknowledgement to the /score answer that shows it
    (``freshness.events_applied``), ``--visibility`` pairs. Target p99 <= 50 ms.
@@ -161,6 +163,28 @@ def visibility(args, base: str, ids: list[str], day: date) -> dict:
                       f"not show it yet: {retries}", "target": "p99 <= 50 ms", "met": p99 <= 50}
 
 
+def on_redis(args, home: Path, scratch: Path, ids: list[str], day: date) -> list[dict]:
+    """1 and 2 again with CVM_REDIS_URL: the event stream and the online store on a real Redis."""
+    from features.online_fresh import publish_fresh
+    from features.online_redis import RedisOnlineStore
+    from features.snapshot import CONTACTS_DIR, read_metadata
+    from tests.db_servers import start_redis
+
+    snap = home / "features" / args.dataset / f"as_of={day.isoformat()}"
+    meta = read_metadata(snap.parent, day)
+    with start_redis(scratch / "redis-events", durable=True) as server:
+        store = RedisOnlineStore(server.url, args.dataset)
+        version = store.publish(snap, as_of=day, contacts=snap / CONTACTS_DIR if (snap / CONTACTS_DIR).exists()
+                                else None, metadata={"fingerprint": meta["fingerprint"], "dataset": args.dataset,
+                                                     "feature_config": meta["feature_config"]}).version
+        publish_fresh(home / "online" / args.dataset, snap, day, version)
+        with serve(args, home, scratch, "events-redis", env_extra={"CVM_REDIS_URL": server.url}) as s:
+            rows = [visibility(args, s.base, ids, day), ingestion(args, s.base, ids)]
+    for r in rows:
+        r["measurement"] = r["measurement"].replace("1. ", "1r. ").replace("2. ", "2r. ") + " - on Redis"
+    return rows
+
+
 # ----------------------------------------------------------------------------- 3. triggers
 class Receiver:
     def __init__(self):
@@ -277,7 +301,7 @@ def main() -> int:
     p.add_argument("--redis-rows", type=int, default=1_000_000)
     p.add_argument("--redis-features", type=int, default=100)
     p.add_argument("--lookups", type=int, default=20_000)
-    p.add_argument("--only", choices=["ingest", "visibility", "triggers", "redis"], action="append")
+    p.add_argument("--only", choices=["ingest", "visibility", "redis-events", "triggers", "redis"], action="append")
     p.add_argument("--quick", action="store_true", help="short phases, 100 k Redis rows")
     p.add_argument("--write", type=Path)
     args = p.parse_args()
@@ -286,7 +310,7 @@ def main() -> int:
         args.redis_rows, args.lookups = 100_000, 5000
     started = datetime.now(UTC).isoformat(timespec="seconds")
     load_before = os.getloadavg()[0]
-    only = set(args.only or ["ingest", "visibility", "triggers", "redis"])
+    only = set(args.only or ["ingest", "visibility", "redis-events", "triggers", "redis"])
     rows = []
     with tempfile.TemporaryDirectory(prefix="cvm-bench-realtime-") as tmp:
         scratch = Path(tmp)
@@ -300,6 +324,9 @@ def main() -> int:
                 if "ingest" in only:
                     log(f"ingestion: {args.runs} x {args.ingest_seconds:.0f} s")
                     rows.append(ingestion(args, s.base, ids))
+        if "redis-events" in only:
+            log("events on Redis")
+            rows += on_redis(args, scratch_home(args.home, scratch, "home-redis"), scratch, ids, day)
         if "triggers" in only:
             log(f"triggers: {args.carts} carts")
             # a home of its own: an event log without the ingestion runs' carts

@@ -56,8 +56,9 @@ def events_ingest(
 
     from profiles.events import ingest, latest_lookup
     from sources.dataset import dataset_name
+    from sources.event_log.open import open_event_log
     from sources.event_log.records import MAX_EVENTS, EventError
-    from sources.event_log.store import EventLog
+    from sources.event_log.redis_log import EventLogUnavailable
 
     if unknown not in ("anonymous", "reject"):
         fail(f"--unknown must be anonymous or reject, got {unknown!r}")
@@ -66,7 +67,8 @@ def events_ingest(
     events = _read(file)
     if not events:
         fail(f"{file}: no events")
-    log = EventLog(h.events(name, ensure=True) / "events.sqlite")
+    h.events(name, ensure=True)
+    log = open_event_log(h, name)
     lookup = latest_lookup(h.profiles(name))
     written = duplicates = 0
     try:
@@ -77,6 +79,8 @@ def events_ingest(
             except EventError as exc:
                 fail(f"{file}, batch of events {start:,}-{start + len(part) - 1:,}: {exc}. Written before it: "
                      f"{written:,} (rerun after fixing: they are skipped as duplicates)")
+            except EventLogUnavailable as exc:
+                fail(f"{exc}. Written before it: {written:,} (rerun: they are skipped as duplicates)")
             written, duplicates = written + counts.written, duplicates + counts.duplicates
     finally:
         log.close()

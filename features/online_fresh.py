@@ -4,7 +4,7 @@
 store of its own (``<online root>/fresh``), tagged with the snapshot's version, beside the
 snapshot's open carts. ``FreshVectors`` is what a service worker holds: on every read it
 tails the event log (one indexed query over the rows appended since its last read, so
-every worker sees an event as soon as any worker acknowledged it) and keeps, per customer
+every worker sees an event as soon as any worker acknowledged it; the SQLite log or Redis) and keeps, per customer
 with events on day S, that day's activity; ``vectors(ids)`` gives those customers' vectors
 as of S+1 and how fresh they are. Customers without events keep the snapshot's vector.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import date
@@ -75,13 +74,12 @@ class Freshness:
 class FreshVectors:
     """Per worker: day S's activity from the event log, vectors as of S+1 on demand (thread-safe)."""
 
-    def __init__(self, online_root: Path, event_log: Path, snapshot_version: str, snapshot_as_of: date):
+    def __init__(self, online_root: Path, event_log, snapshot_version: str, snapshot_as_of: date):
         self.base = SQLiteOnlineStore(Path(online_root) / FRESH_STORE)
-        self.event_log = Path(event_log)
+        self.event_log = event_log  # sources.event_log: EventLog or RedisEventLog
         self.snapshot_version = snapshot_version
         self.horizon = Horizon(snapshot_as_of)
         self._lock = threading.Lock()
-        self._con: sqlite3.Connection | None = None
         self._ready = False
         self._fs: FeatureSet | None = None
         self._carts: dict[str, list[int]] = {}
@@ -111,14 +109,6 @@ class FreshVectors:
         self._ready = True
         return True
 
-    def _connect(self) -> sqlite3.Connection | None:
-        if self._con is None:
-            if not self.event_log.exists():
-                return None
-            self._con = sqlite3.connect(f"file:{self.event_log}?mode=ro", uri=True, check_same_thread=False,
-                                        timeout=30)
-        return self._con
-
     # -------------------------------------------------------------- reading
     def sync(self) -> None:
         """Apply the events appended to the log since the last call (any worker's)."""
@@ -128,14 +118,10 @@ class FreshVectors:
     def _sync_locked(self) -> None:
         if not self._start():
             return
-        con = self._connect()
-        if con is None:
-            return
         h = self.horizon
         while True:
-            rows = con.execute("SELECT rowid, customer_id, event_type, occurred_us, properties FROM events "
-                               "WHERE rowid > ? ORDER BY rowid LIMIT ?", (self._rowid, _TAIL_ROWS)).fetchall()
-            for rowid, cid, etype, us, props in rows:
+            rows = self.event_log.tail(self._rowid, _TAIL_ROWS)
+            for rowid, _, cid, etype, us, props in rows:
                 self._rowid = rowid
                 if us < h.start_us:
                     self.late += 1
@@ -173,8 +159,6 @@ class FreshVectors:
 
     def close(self) -> None:
         with self._lock:
-            if self._con is not None:
-                self._con.close()
-                self._con = None
+            self.event_log.close()
         self.base.close()
 

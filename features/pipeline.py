@@ -26,6 +26,7 @@ from features.snapshot import CONTACT_COLUMNS, CONTACTS_DIR, FRESH_DIR, OPEN_CAR
 from profiles.config import ResolutionConfig
 from profiles.link import linked_tables
 from sources.dataset import Dataset
+from sources.event_log.open import open_event_log
 from sources.event_log.source import with_event_log
 from sources.load import Sources, load_sources
 from sources.validate import ValidationConfig
@@ -163,7 +164,11 @@ def build_snapshot(
         with timer("resolve identities"):
             tables, profile_stats = linked_tables(sources, as_of, home, profiles)
     # the events posted to POST /events (golden ids already): tonight's features see today's purchases
-    tables, from_log = with_event_log(tables, home.events(dataset.name) / "events.sqlite", engine)
+    log_of_events = open_event_log(home, dataset.name)
+    try:
+        tables, from_log = with_event_log(tables, log_of_events, engine)
+    finally:
+        log_of_events.close()
     with timer("declare features"):
         # the shape (main categories...) counts the event log's purchases as the files' own
         shaped = replace(sources, tables={**sources.tables, **{k: tables[k] for k in from_log}})

@@ -51,6 +51,7 @@ from serving import engine
 from serving.http import REQUEST_ID, GuardMiddleware, RequestIdFilter
 from serving.settings import SERVICE_NAME, ServiceSettings
 from sources.event_log.records import MAX_EVENTS
+from sources.event_log.redis_log import EventLogUnavailable
 
 log = logging.getLogger("cvm.serving")
 
@@ -375,10 +376,13 @@ class CVMService:
         self.decisions = open_decision_store(self.settings.decisions_url, Home(self.settings.home),
                                              self.holder.dataset_name())
         self.committer = GroupCommitter(self.decisions)
-        from sources.event_log.store import EventLog
+        from sources.event_log.open import open_event_log
 
         home = Home(self.settings.home)
-        self.event_log = EventLog(home.events(self.holder.dataset_name(), ensure=True) / "events.sqlite")
+        home.events(self.holder.dataset_name(), ensure=True)
+        self.event_log = open_event_log(home, self.holder.dataset_name())  # SQLite, or Redis with CVM_REDIS_URL
+        if hasattr(self.event_log, "durability"):
+            log.warning("event log on Redis: %s", self.event_log.durability())
         self._profiles_root = home.profiles(self.holder.dataset_name())
         self._lookup, self._lookup_checked = None, 0.0
         from serving.triggers import start_triggers
@@ -422,7 +426,7 @@ class CVMService:
             return self._not_ready()
         try:
             results = await _compute(len(customer_ids), engine.score, state, customer_ids, reasons=reasons)
-        except OnlineStoreError as exc:  # Redis down: say so; the next request reconnects
+        except (OnlineStoreError, EventLogUnavailable) as exc:  # Redis down: say so; the next request reconnects
             _metric("unavailable").labels(reason="online_store").inc()
             log.error("score refused: %s", exc)
             return _unavailable(str(exc))
@@ -480,7 +484,7 @@ class CVMService:
         except PolicyUnavailable as exc:
             _metric("unavailable").labels(reason="contact_policy").inc()
             return _unavailable(str(exc))
-        except OnlineStoreError as exc:
+        except (OnlineStoreError, EventLogUnavailable) as exc:
             _metric("unavailable").labels(reason="online_store").inc()
             log.error("recommend refused: %s", exc)
             return _unavailable(f"{exc}; no decision was made")
@@ -533,6 +537,9 @@ class CVMService:
         except EventError as exc:
             _metric("events").labels(result="refused").inc(len(events))
             return _client_error(str(exc), status=422)
+        except EventLogUnavailable as exc:  # Redis down: nothing acknowledged, the client retries
+            log.error("events refused: %s", exc)
+            return _unavailable(f"{exc}; nothing was written")
         except OSError as exc:  # the disk (sqlite3.OperationalError is not an OSError: below)
             log.error("events refused: %s", exc)
             return _unavailable(f"event log unavailable, nothing was written: {exc}")

@@ -217,10 +217,11 @@ class StateHolder:
             return current.fresh
         from base.home import Home
         from features.online_fresh import FreshVectors
+        from sources.event_log.open import open_event_log
 
         home = Home(self.settings.home)
         name = self.dataset_name()
-        return FreshVectors(home.online(name), home.events(name) / "events.sqlite", snap.version, snap.as_of)
+        return FreshVectors(home.online(name), open_event_log(home, name), snap.version, snap.as_of)
 
     # --------------------------------------------------------------- background
     def start(self) -> None:

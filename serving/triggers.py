@@ -25,6 +25,7 @@ from scoring.triggers.runner import TriggerRunner
 from scoring.triggers.store import TriggerStore
 from serving import engine
 from serving.settings import ServiceSettings
+from sources.event_log.open import open_event_log
 
 log = logging.getLogger("cvm.serving.triggers")
 
@@ -88,8 +89,8 @@ def start_triggers(settings: ServiceSettings, holder, decisions) -> TriggerRunne
         return out
 
     store = TriggerStore(home.triggers(name, ensure=True) / "triggers.sqlite")
-    runner = TriggerRunner(TriggerEngine(config, store, home.events(name, ensure=True) / "events.sqlite", decide,
-                                         probe=probe))
+    home.events(name, ensure=True)
+    runner = TriggerRunner(TriggerEngine(config, store, open_event_log(home, name), decide, probe=probe))
     runner.start()
     log.info("triggers: %d rules from %s", len(runner.engine.triggers), settings.triggers)
     return runner

@@ -344,16 +344,18 @@ class RedisServer:
 
 
 def start_redis(root: Path, *, port: int | None = None, die_with_parent: bool = True,
-                timeout: float = 60.0) -> RedisServer:
+                timeout: float = 60.0, durable: bool = False) -> RedisServer:
     """Start ``redis-server`` on ``127.0.0.1:port`` (a free port by default), no RDB
-    snapshots, no AOF, working directory ``root``; returns once it answers PING."""
+    snapshots, no AOF (``durable``: AOF with ``appendfsync always``, every write on disk before
+    its reply), working directory ``root``; returns once it answers PING."""
     root = Path(root).resolve()
     exe = find_redis_server()
     root.mkdir(parents=True, exist_ok=True)
 
     def command(p: int) -> list[str]:
         return [str(exe), "--port", str(p), "--bind", HOST, "--save", "", "--appendonly", "no",
-                "--dir", str(root), "--daemonize", "no", "--protected-mode", "yes"]
+                "--dir", str(root), "--daemonize", "no", "--protected-mode", "yes",
+                *(("--appendonly", "yes", "--appendfsync", "always") if durable else ())]
 
     def answers(p: int):
         return lambda: redis_command(p, "PING", timeout=2) == "PONG"

@@ -79,18 +79,30 @@ def _equal(a, b) -> bool:
     return abs(float(a) - float(b)) <= 1e-9
 
 
-@pytest.mark.parametrize("cart_hours", [24, 6])
-def test_a_replayed_day_equals_the_next_mornings_snapshot_on_every_maintained_feature(tmp_path, cart_hours):
+@pytest.mark.parametrize("cart_hours, backend", [(24, "sqlite"), (6, "sqlite"),
+                                                 pytest.param(24, "redis", marks=pytest.mark.server)])
+def test_a_replayed_day_equals_the_next_mornings_snapshot_on_every_maintained_feature(tmp_path, cart_hours, backend,
+                                                                                    request, monkeypatch):
+    """On the embedded event log and on Redis (the event stream, and the online store it publishes to)."""
+    import uuid
+
+    from sources.event_log.open import open_event_log
+
+    name = "shop"
+    if backend == "redis":
+        monkeypatch.setenv("CVM_REDIS_URL", request.getfixturevalue("redis_url"))
+        name = f"shop{uuid.uuid4().hex[:8]}"  # a key space of its own on the session's server
     config = FeatureConfig(abandoned_cart_hours=cart_hours)
-    root = write_dataset(tmp_path / "shop", _morning_files(),
-                         yaml_text="name: shop\ncategories: [grocery, dairy, bakery]\n")
+    root = write_dataset(tmp_path / name, _morning_files(),
+                         yaml_text=f"name: {name}\ncategories: [grocery, dairy, bakery]\n")
     home = Home(tmp_path / "home")
     morning = _build(root, home, S, config)
-    published = publish_snapshot(home, "shop", morning.path, S)
-    log_path = home.events("shop", ensure=True) / "events.sqlite"
-    log = EventLog(log_path)
+    published = publish_snapshot(home, name, morning.path, S)
+    home.events(name, ensure=True)
+    log = open_event_log(home, name)
+    assert type(log).__name__ == ("RedisEventLog" if backend == "redis" else "EventLog")
     empty = IdentifierLookup(pd.DataFrame({"id_type": [], "value": [], "customer_id": []}))
-    fresh = FreshVectors(home.online("shop"), log_path, published.version, S)
+    fresh = FreshVectors(home.online(name), open_event_log(home, name), published.version, S)
     assert fresh.vectors(["A", "B"]) == {}  # nothing posted yet: the snapshot stands
     day = _day_of_events()
     ingest(day[:6], log, empty, now=datetime(2024, 3, 1, 23, 59, tzinfo=UTC))
@@ -181,7 +193,7 @@ def test_a_synthetic_day_replayed_as_events_matches_the_next_snapshot(tmp_path):
     for i in range(0, len(posted), 100):
         ingest(posted[i:i + 100], log, empty, now=datetime.combine(s, datetime.max.time(), tzinfo=UTC))
     log.close()
-    fresh = FreshVectors(home.online("shop"), log_path, published.version, s)
+    fresh = FreshVectors(home.online("shop"), EventLog(log_path), published.version, s)
     active = sorted({p["customer_id"] for p in posted})
     vectors = fresh.vectors(active)
     nxt = pd.read_parquet(_build(root, home, Horizon(s).as_of, None).path).set_index("customer_id")

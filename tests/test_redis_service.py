@@ -13,16 +13,23 @@ from tests.serving_fixtures import AS_OF, start_server, stop_server
 pytestmark = pytest.mark.server
 
 
+def _snapshot(served):
+    return served.home / "features" / served.name / f"as_of={AS_OF}"
+
+
 def _publish(url: str, served) -> str:
     from datetime import date
 
-    snap = served.home / "features" / served.name / f"as_of={AS_OF}"
+    from features.online_fresh import publish_fresh
+
+    snap = _snapshot(served)
     meta = read_metadata(snap.parent, date.fromisoformat(AS_OF))
     store = RedisOnlineStore(url, served.name)
     published = store.publish(snap, as_of=date.fromisoformat(AS_OF), contacts=snap / CONTACTS_DIR,
                               metadata={"fingerprint": meta["fingerprint"], "dataset": served.name,
                                         "feature_config": meta["feature_config"]})
     store.close()
+    publish_fresh(served.home / "online" / served.name, snap, date.fromisoformat(AS_OF), published.version)
     return published.version
 
 
@@ -43,10 +50,22 @@ def test_the_service_reads_redis_and_recovers_from_a_redis_restart(served_home, 
             want = embedded.post("/score", json=body).json()  # the same snapshot from the SQLite store
             strip = lambda rs: [{k: v for k, v in r.items() if k != "freshness"} for r in rs]
             assert strip(got["results"]) == strip(want["results"])
+            # an event posted to one worker goes to the Redis stream; every worker's next /score shows it
+            buy = {"event_id": "redis-1", "customer_id": ids[1], "type": "purchase", "timestamp": f"{AS_OF}T08:00:00Z",
+                   "properties": {"order_id": "redis-o1", "amount": 5.0}}
+            assert c.post("/events", json={"events": [buy]}).json()["written"] == 1
+            for _ in range(6):
+                fresh = c.post("/score", json=body).json()["results"][1]["freshness"]
+                assert (fresh["source"], fresh["events_applied"]) == ("events", 1)
+            from sources.event_log.redis_log import RedisEventLog
+
+            assert [r[1] for r in RedisEventLog(redis.url, served_home.name).tail(0, 10)] == ["redis-1"]
             redis.stop()
             down = c.post("/score", json=body)
             assert down.status_code == 503 and "Redis" in down.json()["error"], down.text
             assert down.headers["Retry-After"]
+            refused = c.post("/events", json={"events": [dict(buy, event_id="redis-2")]})
+            assert refused.status_code == 503 and "Redis" in refused.json()["error"], refused.text
             redis = start_redis(tmp_path / "redis", port=port)  # no persistence: publish again
             again = _publish(redis.url, served_home)
 
@@ -63,3 +82,12 @@ def test_the_service_reads_redis_and_recovers_from_a_redis_restart(served_home, 
     finally:
         stop_server(ours)
         redis.stop()
+        from datetime import date
+
+        from features.online_fresh import publish_fresh
+        from features.online_store import SQLiteOnlineStore
+
+        # the embedded store's snapshot gets its fresh base back for the other tests of the session
+        embedded = SQLiteOnlineStore(served_home.home / "online" / served_home.name).current()
+        publish_fresh(served_home.home / "online" / served_home.name, _snapshot(served_home),
+                      date.fromisoformat(AS_OF), embedded.version)

@@ -581,3 +581,22 @@ def test_score_and_recommend_use_the_vector_fresh_to_the_last_event(server, serv
         rec = c.post("/recommend", json={"customer_id": cid})
         assert rec.status_code == 200, rec.text  # the decision saw the fresh vector too
         assert rec.json()["freshness"]["events_applied"] == 2
+
+
+def test_extreme_events_get_their_documented_answers(server):
+    """A 1 MB property blob is refused before it is read (413: the 1 MiB body limit); a 20 KB one is a
+    422 naming the event and its properties (16 KB at most); a timestamp beyond the allowed skew a 422
+    naming it; nothing of any of these batches is written."""
+    import datetime as dt
+
+    ok = {"event_id": "x-ok", "customer_id": "C-1", "type": "view", "timestamp": "2025-07-01T10:00:00Z"}
+    ahead = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    with server.client() as c:
+        huge = c.post("/events", json={"events": [dict(ok, event_id="x-huge", properties={"blob": "x" * (1 << 20)})]})
+        assert huge.status_code == 413 and "too large" in huge.json()["error"]
+        wide = c.post("/events", json={"events": [ok, dict(ok, event_id="x-wide", properties={"blob": "x" * 20_000})]})
+        assert wide.status_code == 422 and "events[1] (event_id 'x-wide'): properties" in wide.json()["error"]
+        late = c.post("/events", json={"events": [dict(ok, event_id="x-ahead", timestamp=ahead)]})
+        assert late.status_code == 422 and "events[0] (event_id 'x-ahead'): timestamp" in late.json()["error"]
+        again = c.post("/events", json={"events": [ok]}).json()
+    assert again["written"] == 1  # x-ok was not written by the refused batch before

@@ -112,7 +112,7 @@ def test_abandoned_cart_fires_once_and_a_purchase_cancels_it_in_event_time(tmp_p
     log = EventLog(tmp_path / "events.sqlite")
     store = TriggerStore(tmp_path / "triggers.sqlite")
     decide = Decider()
-    engine = TriggerEngine(parse_triggers(_config(receiver.url)), store, log.path, decide, secret=SECRET)
+    engine = TriggerEngine(parse_triggers(_config(receiver.url)), store, log, decide, secret=SECRET)
     _post(log, [_ev("a1", "A", "add_to_cart", 0), _ev("b1", "B", "add_to_cart", 0),
                 _ev("b2", "B", "purchase", 5, order_id="o1", amount=3.0),
                 # C's purchase arrives before the cart it follows: event time decides
@@ -148,14 +148,14 @@ def test_a_receiver_down_gets_every_decision_once_it_is_back_and_timers_survive_
     log = EventLog(tmp_path / "events.sqlite")
     t0 = to_us(T0)
     decide = Decider()
-    engine = TriggerEngine(parse_triggers(_config(receiver.url)), TriggerStore(tmp_path / "t.sqlite"), log.path,
+    engine = TriggerEngine(parse_triggers(_config(receiver.url)), TriggerStore(tmp_path / "t.sqlite"), log,
                            decide, secret=SECRET)
     _post(log, [_ev(f"x{i}", f"K{i}", "add_to_cart", 0) for i in range(3)])
     assert engine.fire_step(t0 + MIN)["scheduled"] == 3
     engine.close()
     engine.store.close()
     # a restart: a new engine on the same files finds the timers where they were
-    engine = TriggerEngine(parse_triggers(_config(receiver.url)), TriggerStore(tmp_path / "t.sqlite"), log.path,
+    engine = TriggerEngine(parse_triggers(_config(receiver.url)), TriggerStore(tmp_path / "t.sqlite"), log,
                            decide, secret=SECRET)
     decide.fail = True  # the decision log is down at the deadline: the timers wait
     assert engine.fire_step(t0 + 15 * MIN)["waiting"] == 1 and not decide.calls
@@ -181,11 +181,11 @@ def test_gives_up_after_max_attempts_and_without_a_webhook_keeps_the_decision(tm
     log = EventLog(tmp_path / "events.sqlite")
     t0 = to_us(T0)
     _post(log, [_ev("x", "K", "add_to_cart", 0)])
-    kept = TriggerEngine(parse_triggers(_config(None)), TriggerStore(tmp_path / "a.sqlite"), log.path, Decider())
+    kept = TriggerEngine(parse_triggers(_config(None)), TriggerStore(tmp_path / "a.sqlite"), log, Decider())
     kept.fire_step(t0 + 15 * MIN)
     assert [o["status"] for o in kept.store.outbox()] == ["kept"]
     dead = TriggerEngine(parse_triggers(_config("http://127.0.0.1:9/none", max_attempts=5)), TriggerStore(tmp_path / "b.sqlite"),
-                         log.path, Decider(), secret=SECRET)
+                         log, Decider(), secret=SECRET)
     dead.fire_step(t0 + 15 * MIN)
     now = t0 + 15 * MIN
     for _ in range(5):
@@ -199,7 +199,7 @@ def test_a_webhook_needs_its_secret_in_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("CVM_WEBHOOK_SECRET", raising=False)
     with pytest.raises(TriggerConfigError, match="set CVM_WEBHOOK_SECRET"):
         TriggerEngine(parse_triggers(_config("http://127.0.0.1:9/x")), TriggerStore(tmp_path / "t.sqlite"),
-                      tmp_path / "events.sqlite", Decider())
+                      EventLog(tmp_path / "events.sqlite"), Decider())
 
 
 def test_a_score_crossing_fires_once_per_crossing(tmp_path):
@@ -210,7 +210,7 @@ def test_a_score_crossing_fires_once_per_crossing(tmp_path):
     probe = lambda ids: {i: Probe(scores={"churn_probability": scores[i]},
                                   before_scores={"churn_probability": 0.75 if i == "B" else 0.5}) for i in ids}
     decide = Decider()
-    engine = TriggerEngine(cfg, TriggerStore(tmp_path / "t.sqlite"), log.path, decide, probe=probe)
+    engine = TriggerEngine(cfg, TriggerStore(tmp_path / "t.sqlite"), log, decide, probe=probe)
     _post(log, [_ev("1", "A", "view", 0), _ev("2", "B", "view", 0), _ev("3", "C", "view", 0)])
     engine.fire_step(t0 + MIN)
     assert [c for c, _, _ in decide.calls] == ["A"]  # B was above already this morning
@@ -235,7 +235,7 @@ def test_a_segment_entry_fires_when_the_customer_enters_and_not_while_inside(tmp
                                   before_segments=frozenset({"cart_no_buy"}) if i == "B" else frozenset())
                          for i in ids}
     decide = Decider()
-    engine = TriggerEngine(cfg, TriggerStore(tmp_path / "t.sqlite"), log.path, decide, probe=probe)
+    engine = TriggerEngine(cfg, TriggerStore(tmp_path / "t.sqlite"), log, decide, probe=probe)
     _post(log, [_ev("1", "A", "add_to_cart", 0), _ev("2", "B", "add_to_cart", 0)])
     engine.fire_step(t0 + MIN)
     assert [c for c, _, _ in decide.calls] == ["A"]  # B was in the segment this morning already

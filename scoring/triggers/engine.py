@@ -23,10 +23,8 @@ import json
 import logging
 import math
 import os
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
@@ -76,34 +74,20 @@ def _inside(trigger: Trigger, scores: Mapping[str, float], segments: frozenset[s
 
 
 class TriggerEngine:
-    def __init__(self, config: TriggerFile, store: TriggerStore, event_log: Path, decide: Decide, *,
+    def __init__(self, config: TriggerFile, store: TriggerStore, event_log, decide: Decide, *,
                  probe: ProbeFn | None = None, secret: str | None = None, client: httpx.Client | None = None):
         self.config = config
         self.triggers = {t.name: t for t in config.triggers if t.enabled}
         self.store = store
-        self.event_log = Path(event_log)
+        self.event_log = event_log  # sources.event_log: EventLog or RedisEventLog
         self.decide = decide
         self.probe = probe
         self.secret = secret if secret is not None else check_secret(config, os.environ)
         self._client = client
-        self._con: sqlite3.Connection | None = None
 
     # ---------------------------------------------------------------- reading
-    def _log(self) -> sqlite3.Connection | None:
-        if self._con is None:
-            if not self.event_log.exists():
-                return None
-            self._con = sqlite3.connect(f"file:{self.event_log}?mode=ro", uri=True, check_same_thread=False,
-                                        timeout=30)
-        return self._con
-
     def _tail(self, now_us: int) -> int:
-        con = self._log()
-        if con is None:
-            return 0
-        cursor = self.store.cursor()
-        rows = con.execute("SELECT rowid, event_id, customer_id, event_type, occurred_us, properties FROM events "
-                           "WHERE rowid > ? ORDER BY rowid LIMIT ?", (cursor, TAIL_ROWS)).fetchall()
+        rows = self.event_log.tail(self.store.cursor(), TAIL_ROWS)
         if not rows:
             return 0
         timers: list[Timer] = []
@@ -138,11 +122,8 @@ class TriggerEngine:
     def _cancelled_by(self, timer: Timer, trigger: Trigger) -> str | None:
         if trigger.unless is None:
             return None
-        con = self._log()
-        row = None if con is None else con.execute(
-            "SELECT event_id, occurred_us FROM events WHERE customer_id = ? AND event_type = ? AND occurred_us >= ? "
-            "AND occurred_us < ? ORDER BY occurred_us LIMIT 1",
-            (timer.customer_id, trigger.unless.event, timer.cause_us, timer.cause_us + trigger.wait_us)).fetchone()
+        row = self.event_log.first_between(timer.customer_id, trigger.unless.event, timer.cause_us,
+                                           timer.cause_us + trigger.wait_us)
         return None if row is None else f"{trigger.unless.event} {row[0]} at {_iso(row[1])}"
 
     # ----------------------------------------------------------------- firing
@@ -214,9 +195,7 @@ class TriggerEngine:
         return counts
 
     def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        self.event_log.close()
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -14,12 +14,9 @@ its features were not declared.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import ibis
 import pandas as pd
-
-from sources.event_log.store import EventLog
 
 #: source_system of the rows that come from the event log
 SOURCE_SYSTEM = "event_log"
@@ -64,16 +61,12 @@ def _aligned(frame: pd.DataFrame, schema: ibis.Schema, engine) -> ibis.Table:
     return engine.register(pa.Table.from_arrays(columns, schema=arrow))
 
 
-def with_event_log(tables: dict[str, ibis.Table], path: Path, engine) -> tuple[dict[str, ibis.Table], dict[str, int]]:
-    """``tables`` with the event log's rows appended (where the dataset has the table), and how many
-    rows each got. No log file: the tables as they are."""
-    if not Path(path).exists():
+def with_event_log(tables: dict[str, ibis.Table], log, engine) -> tuple[dict[str, ibis.Table], dict[str, int]]:
+    """``tables`` with the rows of the event ``log`` (``EventLog`` or ``RedisEventLog``) appended
+    (where the dataset has the table), and how many rows each got. No log yet: the tables as they are."""
+    if not log.exists():
         return tables, {}
-    log = EventLog(path)
-    try:
-        frame = log.frame()
-    finally:
-        log.close()
+    frame = log.frame()
     if frame.empty:
         return tables, {}
     out, added = dict(tables), {}

@@ -33,6 +33,10 @@ CREATE INDEX IF NOT EXISTS events_customer ON events (customer_id, occurred_us);
 _CHUNK = 500
 
 
+#: a row as the log's readers tail it: (cursor, event_id, customer_id, event_type, occurred_us, properties JSON)
+TailRow = tuple[int, str, str, str, int, str]
+
+
 @dataclass(frozen=True)
 class AppendCounts:
     received: int
@@ -104,6 +108,25 @@ class EventLog:
         with self._lock:
             rows = self._connect().execute(sql + " ORDER BY occurred_us, event_id", args).fetchall()
         return pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
+
+    def tail(self, after: int, limit: int) -> list[TailRow]:
+        """Events appended after cursor ``after`` (the SQLite rowid), in append order."""
+        with self._lock:
+            return self._connect().execute(
+                "SELECT rowid, event_id, customer_id, event_type, occurred_us, properties FROM events "
+                "WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, limit)).fetchall()
+
+    def first_between(self, customer_id: str, event_type: str, start_us: int, end_us: int) -> tuple[str, int] | None:
+        """The customer's earliest event of ``event_type`` with start_us <= time < end_us (event_id, time)."""
+        with self._lock:
+            row = self._connect().execute(
+                "SELECT event_id, occurred_us FROM events WHERE customer_id = ? AND event_type = ? AND occurred_us >= ? "
+                "AND occurred_us < ? ORDER BY occurred_us LIMIT 1", (customer_id, event_type, start_us, end_us)
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def exists(self) -> bool:
+        return self.path.exists()
 
     def close(self) -> None:
         with self._lock:
