@@ -3,14 +3,15 @@
 ``publish_fresh`` puts base(S+1) of a published snapshot (``features.fresh``) in an online
 store of its own (``<online root>/fresh``), tagged with the snapshot's version, beside the
 snapshot's open carts. ``FreshVectors`` is what a service worker holds: on every read it
-tails the event log (one indexed query over the rows appended since its last read, so
-every worker sees an event as soon as any worker acknowledged it; the SQLite log or Redis) and keeps, per customer
+tails the event log, SQLite or Redis (one query for the rows appended since its last read,
+so every worker sees an event as soon as any worker acknowledged it), and keeps, per customer
 with events on day S, that day's activity; ``vectors(ids)`` gives those customers' vectors
 as of S+1 and how fresh they are. Customers without events keep the snapshot's vector.
 
-Events of another day are not applied: one older than S that arrived after the nightly
-build (``late``) and one of S+1 or later (``ahead``) reach the features with the next
-nightly snapshot; both are counted.
+Events of another day are not applied (counted in ``late``: before S, which includes those the
+snapshot already holds, and ``ahead``: S+1 or later). An event older than S that arrived after
+the nightly build, and one of S+1 before the next snapshot is published, reach the features
+with the next nightly snapshot.
 """
 
 from __future__ import annotations
