@@ -27,7 +27,7 @@ from base.errors import InputError
 from base.home import Home
 from batch.job import BatchError, BatchResult, parquet_rows, run_scoring
 from batch.score import BatchDecision
-from batch.segments_job import write_segments
+from batch.segments_job import NightlySegments, prepare_nightly
 from features.build_config import BuildConfig
 from features.definitions import feature_set_from_dict
 from features.publish import build_and_publish, check_engine, publish_snapshot
@@ -124,12 +124,14 @@ def run_nightly(as_of: date, home: Home, *, dataset: str = "completejourney", ou
             window_days = feature_config(meta).rfm_window_days
         except (SchemaMismatchError, ValueError) as exc:
             raise BadInputError(str(exc)) from None
-        segments = _segments(dataset, segments_path, snap_dir)
+        segments = _segments(dataset, segments_path, ds, as_of, home, snap_dir, config)
         info = snapshot_info(snap_dir, meta)
         history = read_contacts(snap_dir)
         contacts = ContactHistory.from_frame(history, as_of) if history is not None else None
         root = out or home.batch(ds.name)
         timings = {"features_seconds": round(t_features, 3)}
+        # the segments are evaluated on the staged scores and written beside them, before the swap
+        before_swap = None if segments is None else (lambda staging: segments.write(staging, root, as_of))
         uplift = _uplift(home, catalog, snap_dir, warnings)
         decision, store = None, None
         if catalog is not None:  # every offer the batch writes is a logged decision
@@ -143,7 +145,7 @@ def run_nightly(as_of: date, home: Home, *, dataset: str = "completejourney", ou
             result = run_scoring_spark(spark.session, snap_dir, info, champions, catalog, contacts, as_of, root,
                                        window_days=window_days, k=k, timings=timings, decision=decision,
                                        log_decisions=store.log_table if store is not None else None,
-                                       uplift=uplift)
+                                       uplift=uplift, before_swap=before_swap)
         else:
             import pandas as pd
 
@@ -158,11 +160,11 @@ def run_nightly(as_of: date, home: Home, *, dataset: str = "completejourney", ou
 
             result = run_scoring(snapshot, info, champions, catalog, contacts, as_of, root, window_days=window_days,
                                  k=k, progress=advance, timings=timings, decision=decision,
-                                 log_decisions=store.log_table if store is not None else None, uplift=uplift)
-    if segments is not None:
-        summary = write_segments(result.out_dir, root, as_of, snap_dir, segments[1], segments[0])
-        listed = ", ".join(f"{x['segment']} {x['size']:,}" for x in summary["segments"])
-        tell(f"segments: {listed}")
+                                 log_decisions=store.log_table if store is not None else None, uplift=uplift,
+                                 before_swap=before_swap)
+    if segments is not None and segments.summary is not None:
+        result.manifest.setdefault("segments", segments.summary)
+        tell("segments: " + ", ".join(f"{x['segment']} {x['size']:,}" for x in segments.summary["segments"]))
     if publish:
         publish_snapshot(home, ds.name, snap_dir, as_of)
     warnings += [f"no champion for {t}: its columns are null" for t in result.manifest["missing_tasks"]]
@@ -194,15 +196,18 @@ def snapshot_info(snap_dir: Path, meta: dict) -> dict:
             "built_at": meta.get("built_at"), "rows_quarantined": quarantined}
 
 
-def _segments(dataset: str, explicit: Path | None, snap_dir: Path):
-    """(file, segments) of the dataset, checked against the snapshot's feature set before anything
-    is scored; None when the dataset has no segment file."""
+def _segments(dataset: str, explicit: Path | None, ds, as_of: date, home: Home, snap_dir: Path,
+              config: BuildConfig | None) -> NightlySegments | None:
+    """The dataset's segments (``--segments``, else its own file), checked against the snapshot's
+    feature set, with the event counts the snapshot does not hold, before anything is scored;
+    None when the dataset has no segment file."""
     path = resolve_segments_path(dataset, explicit)
     if path is None:
         return None
     try:
-        return path, load_segments(path, feature_set_from_dict(read_schema(snap_dir.parent)))
-    except (SegmentError, ValueError, TypeError) as exc:
+        fs = feature_set_from_dict(read_schema(snap_dir.parent))
+        return prepare_nightly(path, load_segments(path, fs), ds, as_of, home, snap_dir, fs, config)
+    except (SegmentError, InputError, DatasetError, ValueError, TypeError) as exc:
         raise BadInputError(str(exc)) from None
 
 

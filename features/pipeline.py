@@ -127,6 +127,36 @@ def contacts_before(tables: dict[str, ibis.Table], as_of: date) -> ibis.Table | 
                     timestamp=c.timestamp).order_by(list(CONTACT_COLUMNS))
 
 
+def _with_log(tables: dict[str, ibis.Table], home: Home, dataset_name: str, engine: Engine
+              ) -> tuple[dict[str, ibis.Table], dict[str, int]]:
+    """``tables`` with the events posted to POST /events (golden ids already) appended, so that
+    tonight's features see today's purchases; and how many rows each table got."""
+    log_of_events = open_event_log(home, dataset_name)
+    try:
+        return with_event_log(tables, log_of_events, engine)
+    finally:
+        log_of_events.close()
+
+
+def source_tables(dataset: Dataset, as_of: date, engine: Engine, home: Home, *,
+                  tables: tuple[str, ...] | None = None, validation: ValidationConfig | None = None,
+                  category_column: str | None = None, profiles: ResolutionConfig | None = None
+                  ) -> dict[str, ibis.Table]:
+    """The source tables a snapshot of ``as_of`` is built from, as ``build_snapshot`` reads them:
+    validated (bad rows left out; nothing is quarantined or saved here), keyed by golden ids,
+    with the event log appended. ``tables`` limits which are read (identities and products are
+    added when the dataset has them: they decide the ids and the categories). For readers that
+    need the rows behind a snapshot (the event counts of customer segments)."""
+    wanted = None
+    if tables is not None:
+        wanted = tuple(dict.fromkeys((*tables, *(t for t in ("identities", "products") if dataset.has(t)))))
+    sources = load_sources(dataset, engine, validation=validation, tables=wanted, category_column=category_column)
+    linked = sources.tables
+    if sources.has("identities"):
+        linked, _ = linked_tables(sources, as_of, None, profiles)
+    return _with_log(linked, home, dataset.name, engine)[0]
+
+
 def build_steps(dataset: Dataset) -> list[str]:
     """The named steps ``build_snapshot`` reports, in order (for progress bars)."""
     steps = ["validate sources", "declare features", "compute and write features"]
@@ -163,12 +193,7 @@ def build_snapshot(
     if sources.has("identities"):
         with timer("resolve identities"):
             tables, profile_stats = linked_tables(sources, as_of, home, profiles)
-    # the events posted to POST /events (golden ids already): tonight's features see today's purchases
-    log_of_events = open_event_log(home, dataset.name)
-    try:
-        tables, from_log = with_event_log(tables, log_of_events, engine)
-    finally:
-        log_of_events.close()
+    tables, from_log = _with_log(tables, home, dataset.name, engine)
     with timer("declare features"):
         # the shape (main categories...) counts the event log's purchases as the files' own
         shaped = replace(sources, tables={**sources.tables, **{k: tables[k] for k in from_log}})

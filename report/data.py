@@ -21,7 +21,7 @@ from base.dates import cutoff
 from report.cards import ModelCard, load_cards
 from report.impact import MeasuredImpact, load_impact
 from report.ope import load_ope
-from report.segments import load_sizes
+from report.segments import SegmentSizes, load_sizes
 
 
 class ReportError(RuntimeError):
@@ -42,7 +42,7 @@ class ReportInputs:
     nbo_evaluation: pd.DataFrame | None
     impact: MeasuredImpact | None = None  # the decision log's randomised arms over the period
     ope: dict | None = None  # the latest off-policy evaluation knowable before as_of (report.ope)
-    segment_sizes: pd.DataFrame | None = None  # the batch's own segments (report.segments)
+    segment_sizes: SegmentSizes | None = None  # the dataset's own segments, latest batch with them (report.segments)
 
 
 def load_customer_tables(home, dataset_spec: str, as_of: date, engine_name: str = "duckdb"

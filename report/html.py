@@ -95,7 +95,7 @@ def render(inp: ReportInputs, *, period_days: int = PERIOD_DAYS, campaign_weeks:
     parts = [_kpi_section(k)]
     parts.append(_cohort_section(inp, figs, go))
     parts.append(_segment_section(inp, figs, go, period_days))
-    parts.append(segments.section_html(inp.segment_sizes, inp.manifest, figs.div, go, number="3b. "))
+    parts.append(segments.section_html(inp.segment_sizes, figs.div, go, number="3b. ", as_of=inp.as_of))
     parts.append(_clv_section(inp, figs, go))
     parts.append(_model_section(inp, figs, go))
     parts.append(_nbo_section(inp, figs, go))
