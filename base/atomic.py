@@ -83,3 +83,17 @@ def fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def durable_sqlite(path: Path, schema: str):
+    """A SQLite connection for a durable log under ``path`` (created with ``schema``): WAL, every
+    commit fsynced (``synchronous=FULL``), autocommit so callers open their own transactions, safe to
+    share between threads behind the caller's lock."""
+    import sqlite3
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.executescript(schema)
+    return con

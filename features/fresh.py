@@ -172,8 +172,9 @@ def fresh_vector(customer_id: str, base: Mapping[str, object] | None, act: DayAc
             if cat in act.categories:
                 out[col] = 1.0
     if base is None:  # a first order today: the maintained counts start from zero, the rest is missing
+        kept = set(maintained(fs))
         for spec in fs.model_features:
-            if out.get(spec.name) is None and not spec.nullable and spec.name in maintained(fs):
+            if out.get(spec.name) is None and not spec.nullable and spec.name in kept:
                 out[spec.name] = 0 if spec.dtype == "int64" else 0.0
     if fs.shape.has_events:
         ew = cfg.event_window_days

@@ -310,18 +310,9 @@ def resolve_catalog_path(dataset: str, explicit: str | Path | None = None) -> Pa
     (its cross-sell targets must be categories the trained model scores, which depends on
     the data's size).
     """
-    if explicit is not None:
-        return Path(explicit)
-    from sources.dataset import BUILTINS
+    from sources.dataset import dataset_file
 
-    path = Path(dataset).expanduser()
-    if path.is_dir():
-        own = path / DATASET_CATALOG
-        return own if own.is_file() else None
-    if dataset in BUILTINS:
-        shipped = default_catalog_path(dataset)
-        return shipped if shipped.is_file() else None
-    return None
+    return dataset_file(dataset, explicit, DATASET_CATALOG, default_catalog_path(dataset))
 
 
 def no_catalog_message(dataset: str) -> str:

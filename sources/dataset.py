@@ -152,3 +152,17 @@ def dataset_name(spec: str) -> str:
     if path.is_dir():
         return open_directory(path).name
     return safe_name(spec)
+
+
+def dataset_file(dataset: str, explicit: str | Path | None, own_name: str, shipped: Path) -> Path | None:
+    """A per-dataset configuration file (an offer catalog, segment rules), by one rule: ``explicit``
+    as given (a missing file is then the loader's error); a dataset directory's own ``own_name``;
+    for a built-in dataset (not a directory), ``shipped`` when it exists; else None. A directory is
+    never matched to a shipped file by its name."""
+    if explicit is not None:
+        return Path(explicit)
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        own = path / own_name
+        return own if own.is_file() else None
+    return shipped if dataset in BUILTINS and shipped.is_file() else None

@@ -502,14 +502,7 @@ def resolve_segments_path(dataset: str, explicit: str | Path | None = None) -> P
     """The segment file of ``dataset`` (as ``--dataset`` takes it), by the catalog's rule
     (``scoring.catalog.resolve_catalog_path``): ``explicit`` (``--segments``) as given; a dataset
     directory's own ``segments.yaml``; a built-in dataset's shipped file; else None."""
-    if explicit is not None:
-        return Path(explicit)
-    from sources.dataset import BUILTINS
+    from sources.dataset import dataset_file
 
-    path = Path(dataset).expanduser()
-    if path.is_dir():
-        own = path / DATASET_SEGMENTS
-        return own if own.is_file() else None
-    shipped = SHIPPED / f"{dataset}.yaml"
-    return shipped if dataset in BUILTINS and shipped.is_file() else None
+    return dataset_file(dataset, explicit, DATASET_SEGMENTS, SHIPPED / f"{dataset}.yaml")
 

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from base.atomic import durable_sqlite
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cursor (id INTEGER PRIMARY KEY CHECK (id = 1), last_rowid INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS timers (
@@ -78,12 +80,7 @@ class TriggerStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._con is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
-            con.executescript(_SCHEMA)
-            self._con = con
+            self._con = durable_sqlite(self.path, _SCHEMA)
         return self._con
 
     def _write(self, fn):

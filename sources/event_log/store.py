@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from base.atomic import durable_sqlite
 from base.dates import to_us
 from sources.event_log.records import EVENT_COLUMNS, Event
 
@@ -54,12 +55,7 @@ class EventLog:
 
     def _connect(self) -> sqlite3.Connection:
         if self._con is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
-            con.executescript(_SCHEMA)
-            self._con = con
+            self._con = durable_sqlite(self.path, _SCHEMA)
         return self._con
 
     def append(self, events: Sequence[Event], customer_ids: Sequence[str], *, received_us: int) -> AppendCounts:
