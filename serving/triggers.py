@@ -20,9 +20,9 @@ from scoring.live import PolicyUnavailable
 from scoring.segments.definitions import load_segments, resolve_segments_path
 from scoring.segments.evaluate import evaluate_one
 from scoring.triggers.engine import Probe, RetryLater, TriggerEngine
+from scoring.triggers.open import open_trigger_store
 from scoring.triggers.rules import OnSegmentEntry, TriggerConfigError, load_triggers
 from scoring.triggers.runner import TriggerRunner
-from scoring.triggers.store import TriggerStore
 from serving import engine
 from serving.settings import ServiceSettings
 from sources.event_log.open import open_event_log
@@ -88,7 +88,7 @@ def start_triggers(settings: ServiceSettings, holder, decisions) -> TriggerRunne
                                               else frozenset()))
         return out
 
-    store = TriggerStore(home.triggers(name, ensure=True) / "triggers.sqlite")
+    store = open_trigger_store(home, name)
     home.events(name, ensure=True)
     runner = TriggerRunner(TriggerEngine(config, store, open_event_log(home, name), decide, probe=probe))
     runner.start()

@@ -39,8 +39,22 @@ def test_the_service_reads_redis_and_recovers_from_a_redis_restart(served_home, 
     redis = start_redis(tmp_path / "redis")
     port = redis.port
     version = _publish(redis.url, served_home)
+    rules = tmp_path / "triggers.yaml"  # timers and outbox on Redis too, shared by both workers
+    rules.write_text('triggers: [{name: carted, when: {event: add_to_cart}, '
+                     'unless: {event: purchase, within_minutes: 1}}]\n')
     ours = start_server(served_home, tmp_path / "server.log", extra_env={"CVM_REDIS_URL": redis.url},
-                        args=["--workers", "2"])
+                        args=["--workers", "2", "--triggers", str(rules)])
+
+    def fired(event_id: str) -> list:
+        from scoring.triggers.redis_store import RedisTriggerStore
+
+        store = RedisTriggerStore(redis.url, served_home.name)
+        try:
+            return [(t["state"], o["status"] in ("kept", "skipped")) for t in store.timers()
+                    if t["cause_event_id"] == event_id for o in store.outbox() if o["trigger_id"] == t["trigger_id"]]
+        finally:
+            store.close()
+
     try:
         ids = ["nobody", *RedisOnlineStore(redis.url, served_home.name).sample_ids(5)]
         body = {"customer_ids": ids, "reasons": False}
@@ -60,6 +74,11 @@ def test_the_service_reads_redis_and_recovers_from_a_redis_restart(served_home, 
             from sources.event_log.redis_log import RedisEventLog
 
             assert [r[1] for r in RedisEventLog(redis.url, served_home.name).tail(0, 10)] == ["redis-1"]
+            cart = {"event_id": "cart-1", "customer_id": ids[2], "type": "add_to_cart",
+                    "timestamp": f"{AS_OF}T09:00:00Z"}  # due a minute later: long past
+            assert c.post("/events", json={"events": [cart]}).json()["written"] == 1
+            wait_until(lambda: fired("cart-1") == [("fired", True)], timeout=30, interval=0.1,
+                       what="the trigger fired from the Redis stream into the Redis outbox")
             redis.stop()
             down = c.post("/score", json=body)
             assert down.status_code == 503 and "Redis" in down.json()["error"], down.text
@@ -78,6 +97,10 @@ def test_the_service_reads_redis_and_recovers_from_a_redis_restart(served_home, 
                 assert c.post("/score", json=body).status_code == 200
             wait_until(lambda: c.post("/score", json=body).json()["snapshot_version"] == again, timeout=30,
                        interval=0.5, what="the reload of the republished snapshot")
+            # the restarted Redis lost the stream and the trigger state together: triggers go on
+            assert c.post("/events", json={"events": [dict(cart, event_id="cart-2")]}).json()["written"] == 1
+            wait_until(lambda: fired("cart-2") == [("fired", True)], timeout=30, interval=0.1,
+                       what="the trigger engine working on the restarted Redis")
         assert "Traceback" not in ours.log_text()
     finally:
         stop_server(ours)

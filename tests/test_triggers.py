@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,6 +16,7 @@ from base.dates import to_us
 from profiles.events import ingest
 from profiles.identifier_index import IdentifierLookup
 from scoring.triggers.engine import Probe, RetryLater, TriggerEngine
+from scoring.triggers.redis_store import RedisTriggerStore
 from scoring.triggers.rules import TriggerConfigError, parse_triggers
 from scoring.triggers.store import TriggerStore
 from scoring.triggers.webhook import verify
@@ -54,6 +56,26 @@ class Receiver:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.server)])
+def open_store(request, tmp_path):
+    """``open_store(name)``: a trigger store, reopened on the same state for the same name;
+    every scenario runs on the embedded SQLite store and on a real Redis server."""
+    opened = []
+    run = uuid.uuid4().hex[:8]
+
+    def make(name: str):
+        if request.param == "sqlite":
+            store = TriggerStore(tmp_path / f"{name}.sqlite")
+        else:
+            store = RedisTriggerStore(request.getfixturevalue("redis_url"), f"test-{run}-{name}")
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
 
 
 @pytest.fixture
@@ -108,9 +130,9 @@ def test_rules_are_checked_naming_the_trigger_and_field():
         parse_triggers({"triggers": [{"name": "y", "when": {"event": "view"}, "colour": "red"}]})
 
 
-def test_abandoned_cart_fires_once_and_a_purchase_cancels_it_in_event_time(tmp_path, receiver, monkeypatch):
+def test_abandoned_cart_fires_once_and_a_purchase_cancels_it_in_event_time(tmp_path, open_store, receiver, monkeypatch):
     log = EventLog(tmp_path / "events.sqlite")
-    store = TriggerStore(tmp_path / "triggers.sqlite")
+    store = open_store("triggers")
     decide = Decider()
     engine = TriggerEngine(parse_triggers(_config(receiver.url)), store, log, decide, secret=SECRET)
     _post(log, [_ev("a1", "A", "add_to_cart", 0), _ev("b1", "B", "add_to_cart", 0),
@@ -144,18 +166,18 @@ def test_abandoned_cart_fires_once_and_a_purchase_cancels_it_in_event_time(tmp_p
     engine.close()
 
 
-def test_a_receiver_down_gets_every_decision_once_it_is_back_and_timers_survive_a_restart(tmp_path, receiver):
+def test_a_receiver_down_gets_every_decision_once_it_is_back_and_timers_survive_a_restart(tmp_path, open_store, receiver):
     log = EventLog(tmp_path / "events.sqlite")
     t0 = to_us(T0)
     decide = Decider()
-    engine = TriggerEngine(parse_triggers(_config(receiver.url)), TriggerStore(tmp_path / "t.sqlite"), log,
+    engine = TriggerEngine(parse_triggers(_config(receiver.url)), open_store("t"), log,
                            decide, secret=SECRET)
     _post(log, [_ev(f"x{i}", f"K{i}", "add_to_cart", 0) for i in range(3)])
     assert engine.fire_step(t0 + MIN)["scheduled"] == 3
     engine.close()
     engine.store.close()
     # a restart: a new engine on the same files finds the timers where they were
-    engine = TriggerEngine(parse_triggers(_config(receiver.url)), TriggerStore(tmp_path / "t.sqlite"), log,
+    engine = TriggerEngine(parse_triggers(_config(receiver.url)), open_store("t"), log,
                            decide, secret=SECRET)
     decide.fail = True  # the decision log is down at the deadline: the timers wait
     assert engine.fire_step(t0 + 15 * MIN)["waiting"] == 1 and not decide.calls
@@ -177,14 +199,14 @@ def test_a_receiver_down_gets_every_decision_once_it_is_back_and_timers_survive_
     engine.close()
 
 
-def test_gives_up_after_max_attempts_and_without_a_webhook_keeps_the_decision(tmp_path):
+def test_gives_up_after_max_attempts_and_without_a_webhook_keeps_the_decision(tmp_path, open_store):
     log = EventLog(tmp_path / "events.sqlite")
     t0 = to_us(T0)
     _post(log, [_ev("x", "K", "add_to_cart", 0)])
-    kept = TriggerEngine(parse_triggers(_config(None)), TriggerStore(tmp_path / "a.sqlite"), log, Decider())
+    kept = TriggerEngine(parse_triggers(_config(None)), open_store("a"), log, Decider())
     kept.fire_step(t0 + 15 * MIN)
     assert [o["status"] for o in kept.store.outbox()] == ["kept"]
-    dead = TriggerEngine(parse_triggers(_config("http://127.0.0.1:9/none", max_attempts=5)), TriggerStore(tmp_path / "b.sqlite"),
+    dead = TriggerEngine(parse_triggers(_config("http://127.0.0.1:9/none", max_attempts=5)), open_store("b"),
                          log, Decider(), secret=SECRET)
     dead.fire_step(t0 + 15 * MIN)
     now = t0 + 15 * MIN
@@ -195,14 +217,14 @@ def test_gives_up_after_max_attempts_and_without_a_webhook_keeps_the_decision(tm
     assert row["status"] == "failed" and row["attempts"] == 5 and row["last_error"]
 
 
-def test_a_webhook_needs_its_secret_in_the_environment(tmp_path, monkeypatch):
+def test_a_webhook_needs_its_secret_in_the_environment(tmp_path, open_store, monkeypatch):
     monkeypatch.delenv("CVM_WEBHOOK_SECRET", raising=False)
     with pytest.raises(TriggerConfigError, match="set CVM_WEBHOOK_SECRET"):
-        TriggerEngine(parse_triggers(_config("http://127.0.0.1:9/x")), TriggerStore(tmp_path / "t.sqlite"),
+        TriggerEngine(parse_triggers(_config("http://127.0.0.1:9/x")), open_store("t"),
                       EventLog(tmp_path / "events.sqlite"), Decider())
 
 
-def test_a_score_crossing_fires_once_per_crossing(tmp_path):
+def test_a_score_crossing_fires_once_per_crossing(tmp_path, open_store):
     log = EventLog(tmp_path / "events.sqlite")
     t0 = to_us(T0)
     cfg = parse_triggers({"triggers": [{"name": "churn_up", "when": {"score": "churn_probability", "above": 0.7}}]})
@@ -210,7 +232,7 @@ def test_a_score_crossing_fires_once_per_crossing(tmp_path):
     probe = lambda ids: {i: Probe(scores={"churn_probability": scores[i]},
                                   before_scores={"churn_probability": 0.75 if i == "B" else 0.5}) for i in ids}
     decide = Decider()
-    engine = TriggerEngine(cfg, TriggerStore(tmp_path / "t.sqlite"), log, decide, probe=probe)
+    engine = TriggerEngine(cfg, open_store("t"), log, decide, probe=probe)
     _post(log, [_ev("1", "A", "view", 0), _ev("2", "B", "view", 0), _ev("3", "C", "view", 0)])
     engine.fire_step(t0 + MIN)
     assert [c for c, _, _ in decide.calls] == ["A"]  # B was above already this morning
@@ -226,7 +248,7 @@ def test_a_score_crossing_fires_once_per_crossing(tmp_path):
     assert [c for c, _, _ in decide.calls] == ["A", "A"]  # down, then up again: a second crossing
 
 
-def test_a_segment_entry_fires_when_the_customer_enters_and_not_while_inside(tmp_path):
+def test_a_segment_entry_fires_when_the_customer_enters_and_not_while_inside(tmp_path, open_store):
     log = EventLog(tmp_path / "events.sqlite")
     t0 = to_us(T0)
     cfg = parse_triggers({"triggers": [{"name": "lapsing", "when": {"segment_entry": "cart_no_buy"}}]})
@@ -235,7 +257,7 @@ def test_a_segment_entry_fires_when_the_customer_enters_and_not_while_inside(tmp
                                   before_segments=frozenset({"cart_no_buy"}) if i == "B" else frozenset())
                          for i in ids}
     decide = Decider()
-    engine = TriggerEngine(cfg, TriggerStore(tmp_path / "t.sqlite"), log, decide, probe=probe)
+    engine = TriggerEngine(cfg, open_store("t"), log, decide, probe=probe)
     _post(log, [_ev("1", "A", "add_to_cart", 0), _ev("2", "B", "add_to_cart", 0)])
     engine.fire_step(t0 + MIN)
     assert [c for c, _, _ in decide.calls] == ["A"]  # B was in the segment this morning already
@@ -253,3 +275,55 @@ def test_a_segment_entry_trigger_needs_a_real_time_segment(tmp_path):
         realtime_segments(settings, cfg)
     ok = parse_triggers({"triggers": [{"name": "x", "when": {"segment_entry": "produce_lapsers"}}]})
     assert [s.name for s in realtime_segments(settings, ok)] == ["produce_lapsers"]
+
+
+def test_one_process_holds_the_lease_at_a_time(open_store):
+    store = open_store("lease")
+    assert store.take_lease("a", 0, 10)
+    assert not store.take_lease("b", 5, 10)  # a holds it until 10
+    assert store.take_lease("a", 5, 10)  # renewed until 15
+    assert not store.take_lease("b", 14, 10)
+    assert store.take_lease("b", 15, 10)  # a did not renew: b takes over
+    store.release_lease("a")  # not a's to release
+    assert not store.take_lease("a", 16, 10)
+    store.release_lease("b")
+    assert store.take_lease("a", 16, 10)
+
+
+def test_redis_state_and_log_give_the_same_timers_and_outbox_as_sqlite(tmp_path, redis_url, receiver):
+    """One scenario (carts, a cancelling purchase, an out-of-order one, a replay, a receiver down
+    then back) on the embedded log and store and on Redis for both: the same rows, field by field."""
+    from sources.event_log.redis_log import RedisEventLog
+
+    run = uuid.uuid4().hex[:8]
+    t0 = to_us(T0)
+    events = [_ev("a1", "A", "add_to_cart", 0), _ev("b1", "B", "add_to_cart", 0),
+              _ev("b2", "B", "purchase", 5, order_id="o1", amount=3.0),
+              _ev("c2", "C", "purchase", 3, order_id="o2", amount=4.0), _ev("c1", "C", "add_to_cart", 0),
+              _ev("d1", "D", "add_to_cart", 2)]
+    seen = {}
+    for backend in ("sqlite", "redis"):
+        if backend == "sqlite":
+            log, store = EventLog(tmp_path / "e.sqlite"), TriggerStore(tmp_path / "t.sqlite")
+        else:
+            log, store = RedisEventLog(redis_url, f"p-{run}"), RedisTriggerStore(redis_url, f"p-{run}")
+        engine = TriggerEngine(parse_triggers(_config(receiver.url)), store, log, Decider(), secret=SECRET)
+        _post(log, events)
+        engine.fire_step(t0 + MIN)
+        _post(log, events[:2])  # replayed
+        engine.fire_step(t0 + 15 * MIN)  # A fires; D is due at 17 min
+        receiver.down = True
+        engine.deliver_step(t0 + 16 * MIN)
+        receiver.down = False
+        engine.fire_step(t0 + 17 * MIN)
+        engine.deliver_step(t0 + 18 * MIN)
+        seen[backend] = (store.timers(), store.outbox(), store.cursor(), store.next_due_us())
+        engine.close()
+        store.close()
+    assert seen["redis"] == seen["sqlite"]
+    timers, outbox, cursor, next_due = seen["sqlite"]
+    assert [(t["customer_id"], t["state"]) for t in timers] == [("A", "fired"), ("B", "cancelled"),
+                                                                  ("C", "cancelled"), ("D", "fired")]
+    assert [(o["customer_id"], o["status"], o["attempts"]) for o in outbox] == [("A", "delivered", 2),
+                                                                              ("D", "delivered", 1)]
+    assert cursor == 6 and next_due is None

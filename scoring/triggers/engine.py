@@ -25,6 +25,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -32,6 +33,9 @@ from base.dates import from_us
 from scoring.triggers.rules import OnEvent, OnScore, OnSegmentEntry, Trigger, TriggerFile, check_secret
 from scoring.triggers.store import Timer, TriggerStore
 from scoring.triggers.webhook import headers_for, post
+
+if TYPE_CHECKING:
+    from scoring.triggers.redis_store import RedisTriggerStore
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +78,7 @@ def _inside(trigger: Trigger, scores: Mapping[str, float], segments: frozenset[s
 
 
 class TriggerEngine:
-    def __init__(self, config: TriggerFile, store: TriggerStore, event_log, decide: Decide, *,
+    def __init__(self, config: TriggerFile, store: TriggerStore | RedisTriggerStore, event_log, decide: Decide, *,
                  probe: ProbeFn | None = None, secret: str | None = None, client: httpx.Client | None = None):
         self.config = config
         self.triggers = {t.name: t for t in config.triggers if t.enabled}
