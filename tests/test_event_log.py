@@ -96,18 +96,31 @@ def test_identifiers_resolve_to_the_golden_record_by_the_resolvers_rules():
         resolve_customers(bad, lookup)
 
 
-def test_acknowledged_events_survive_a_killed_writer(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.server)])
+def test_acknowledged_events_survive_a_killed_writer(tmp_path, backend, request):
     """A writer appends batches and prints each acknowledgement, then is SIGKILLed mid-run:
-    every acknowledged event is in the log, and none twice."""
+    every acknowledged event is in the log (the SQLite file, or a real Redis server), and none twice."""
     path = tmp_path / "events.sqlite"
+    if backend == "redis":
+        import uuid
+
+        from sources.event_log.redis_log import RedisEventLog
+
+        url, name = request.getfixturevalue("redis_url"), f"killed-{uuid.uuid4().hex[:8]}"
+        opener = f"RedisEventLog({url!r}, {name!r})"
+        reopen = lambda: RedisEventLog(url, name)
+    else:
+        opener = f"EventLog({str(path)!r})"
+        reopen = lambda: EventLog(path)
     script = textwrap.dedent(f"""
         import sys
         from datetime import UTC, datetime
         import pandas as pd
         from profiles.events import ingest
         from profiles.identifier_index import IdentifierLookup
+        from sources.event_log.redis_log import RedisEventLog
         from sources.event_log.store import EventLog
-        log = EventLog({str(path)!r})
+        log = {opener}
         lookup = IdentifierLookup(pd.DataFrame({{"id_type": [], "value": [], "customer_id": []}}))
         now = datetime(2025, 7, 1, 12, tzinfo=UTC)
         for b in range(100000):
@@ -124,7 +137,7 @@ def test_acknowledged_events_survive_a_killed_writer(tmp_path):
             proc.kill()
             break
     proc.wait()
-    frame = EventLog(path).frame()
+    frame = reopen().frame()
     assert frame["event_id"].is_unique
     have = set(frame["event_id"])
     assert all(f"b{b}-{i}" in have for b in acked for i in range(100))

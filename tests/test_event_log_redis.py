@@ -57,3 +57,55 @@ def test_an_unreachable_redis_is_an_error_naming_it_and_nothing_is_acknowledged(
     server.stop()
     with pytest.raises(EventLogUnavailable, match=r"event log on Redis \(127.0.0.1:\d+/0\) cannot be reached"):
         ingest(BATCH[1:2], log, EMPTY, now=NOW)
+
+
+def test_a_killed_durable_redis_keeps_every_acknowledged_event_once(tmp_path):
+    """``redis-server`` with ``appendonly yes`` and ``appendfsync always`` SIGKILLed while a writer
+    appends batches of 100: restarted on its files, it holds every batch acknowledged before the
+    kill, none twice and none half-written (a batch is one script, one transaction in the AOF)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.db_servers import start_redis
+
+    server = start_redis(tmp_path / "redis", durable=True)
+    port = server.port
+    script = textwrap.dedent(f"""
+        from datetime import UTC, datetime
+        import pandas as pd
+        from profiles.events import ingest
+        from profiles.identifier_index import IdentifierLookup
+        from sources.event_log.redis_log import RedisEventLog
+        log = RedisEventLog({server.url!r}, "durable")
+        lookup = IdentifierLookup(pd.DataFrame({{"id_type": [], "value": [], "customer_id": []}}))
+        for b in range(100000):
+            batch = [{{"event_id": f"b{{b}}-{{i}}", "customer_id": f"C{{i % 7}}", "type": "view",
+                       "timestamp": "2025-03-04T10:00:00Z"}} for i in range(100)]
+            ingest(batch, log, lookup, now=datetime(2025, 3, 4, 12, tzinfo=UTC))
+            print(b, flush=True)
+    """)
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True)
+    acked = []
+    try:
+        for line in writer.stdout:  # acknowledgements as they come (no sleep), then the server dies
+            acked.append(int(line))
+            if len(acked) == 30:
+                server.proc.kill()
+                break
+        for line in writer.stdout:  # replies that were on their way when the server died
+            acked.append(int(line))
+    finally:
+        writer.kill()
+        writer.wait()
+        server.stop()
+    server = start_redis(tmp_path / "redis", port=port, durable=True)
+    try:
+        frame = RedisEventLog(server.url, "durable").frame()
+    finally:
+        server.stop()
+    assert frame["event_id"].is_unique
+    have = set(frame["event_id"])
+    assert all(f"b{b}-{i}" in have for b in acked for i in range(100))
+    assert len(frame) % 100 == 0 and len(frame) >= 100 * len(acked)
