@@ -30,7 +30,7 @@ lint: install  ## ruff, and the import contract: the layers point one way (pypro
 test: lint  ## lint, then the test suite (DuckDB, Spark local mode, real servers, CLI)
 	$(BIN)/pytest -q
 
-test-fast: lint  ## lint, then the tests: no Spark, no servers, no long robustness runs
+test-fast: lint  ## lint, then the tests: no Spark, no servers, no long runs
 	$(BIN)/pytest -q -m "not spark and not server and not slow"
 
 bench: bench-features bench-online bench-training bench-serving bench-batch bench-load bench-decisions bench-simulation bench-realtime  ## every benchmark (prints tables; about two hours); benchmarks/RESULTS.md collects them

@@ -20,6 +20,7 @@ load generator and the webhook receiver compete with the server.
 3. Triggers: ``--carts`` add_to_cart events at about 20/s, each with its own request, under a rule
    "add_to_cart and no purchase within 3 s"; lateness of each fire after its deadline (from the
    trigger store) and of each webhook delivery (arrival at a receiver on loopback). Target p99 <= 1 s.
+   With ``redis-events`` as well, again (3r) with the event stream and the trigger state on Redis.
 4. The online store on a real ``redis-server`` (Debian's package, loopback, no persistence):
    ``get`` of one customer from ``--redis-rows`` rows x ``--redis-features`` features (seeded random
    ids), against the embedded SQLite store on the same data. Target p99 <= 2 ms.
@@ -32,7 +33,6 @@ import json
 import os
 import random
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -164,7 +164,8 @@ def visibility(args, base: str, ids: list[str], day: date) -> dict:
 
 
 def on_redis(args, home: Path, scratch: Path, ids: list[str], day: date) -> list[dict]:
-    """1 and 2 again with CVM_REDIS_URL: the event stream and the online store on a real Redis."""
+    """1 and 2 (and 3 with triggers) again with CVM_REDIS_URL: the event stream, the online store and
+    the trigger state on a real Redis."""
     from features.online_fresh import publish_fresh
     from features.online_redis import RedisOnlineStore
     from features.snapshot import CONTACTS_DIR, read_metadata
@@ -172,16 +173,26 @@ def on_redis(args, home: Path, scratch: Path, ids: list[str], day: date) -> list
 
     snap = home / "features" / args.dataset / f"as_of={day.isoformat()}"
     meta = read_metadata(snap.parent, day)
-    with start_redis(scratch / "redis-events", durable=True) as server:
-        store = RedisOnlineStore(server.url, args.dataset)
+
+    def publish(url: str) -> None:
+        store = RedisOnlineStore(url, args.dataset)
         version = store.publish(snap, as_of=day, contacts=snap / CONTACTS_DIR if (snap / CONTACTS_DIR).exists()
                                 else None, metadata={"fingerprint": meta["fingerprint"], "dataset": args.dataset,
                                                      "feature_config": meta["feature_config"]}).version
+        store.close()
         publish_fresh(home / "online" / args.dataset, snap, day, version)
+
+    with start_redis(scratch / "redis-events", durable=True) as server:
+        publish(server.url)
         with serve(args, home, scratch, "events-redis", env_extra={"CVM_REDIS_URL": server.url}) as s:
             rows = [visibility(args, s.base, ids, day), ingestion(args, s.base, ids)]
+    if "triggers" in args.only_set:  # timers and outbox on Redis too; a stream without the carts of 1r
+        with start_redis(scratch / "redis-triggers", durable=True) as server:
+            publish(server.url)
+            rows.append(triggers(args, home, scratch, ids, redis_url=server.url))
     for r in rows:
-        r["measurement"] = r["measurement"].replace("1. ", "1r. ").replace("2. ", "2r. ") + " - on Redis"
+        r["measurement"] = (r["measurement"].replace("1. ", "1r. ").replace("2. ", "2r. ").replace("3. ", "3r. ")
+                            + " - on Redis")
     return rows
 
 
@@ -206,34 +217,39 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def triggers(args, home: Path, scratch: Path, ids: list[str]) -> dict:
+def triggers(args, home: Path, scratch: Path, ids: list[str], redis_url: str | None = None) -> dict:
+    from base.home import Home
+    from scoring.triggers.open import open_trigger_store
+
     receiver = Receiver()
+    env = {"CVM_WEBHOOK_SECRET": SECRET, **({"CVM_REDIS_URL": redis_url} if redis_url else {})}
     rules = scratch / "triggers.yaml"
     rules.write_text(yaml.safe_dump({
         "webhook": {"url": receiver.url, "backoff_seconds": 0.2, "max_backoff_seconds": 1},
         "triggers": [{"name": "abandoned_cart", "when": {"event": "add_to_cart"},
                       "unless": {"event": "purchase", "within_minutes": 0.05}}]}))
-    with serve(args, home, scratch, "triggers", ["--triggers", str(rules)], {"CVM_WEBHOOK_SECRET": SECRET}) as s:
+    with serve(args, home, scratch, "triggers-redis" if redis_url else "triggers", ["--triggers", str(rules)],
+               env) as s:
         rng = random.Random(2)
         for i in range(args.carts):
             ts = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-            ev = {"event_id": f"cart-{i}", "customer_id": rng.choice(ids), "type": "add_to_cart", "timestamp": ts}
+            ev = {"event_id": f"bench-cart-{i}", "customer_id": rng.choice(ids), "type": "add_to_cart", "timestamp": ts}
             status, _ = post(f"{s.base}/events", json.dumps({"events": [ev]}).encode(), AUTH)
             if status != 200:
                 raise SystemExit(f"/events answered {status}")
             time.sleep(0.05)
-        db = home / "triggers" / args.dataset / "triggers.sqlite"
+        store = open_trigger_store(Home(home), args.dataset, redis_url=redis_url)
+        ours = lambda: [t for t in store.timers() if (t["cause_event_id"] or "").startswith("bench-cart-")]
 
-        def done() -> bool:
-            with sqlite3.connect(db) as con:
-                return con.execute("SELECT count(*) FROM timers WHERE state != 'pending'").fetchone()[0] >= args.carts
-
-        wait_until(done, timeout=120, interval=0.5, what="every trigger fired")
-        with sqlite3.connect(db) as con:
-            fired = con.execute("SELECT trigger_id, due_us, done_us FROM timers WHERE state = 'fired'").fetchall()
-            sent = dict(con.execute("SELECT trigger_id, status FROM outbox").fetchall())
-            states = dict(con.execute("SELECT state, count(*) FROM timers GROUP BY state").fetchall())
-            why = con.execute("SELECT reason FROM timers WHERE state != 'fired' LIMIT 1").fetchone()
+        wait_until(lambda: sum(t["state"] != "pending" for t in ours()) >= args.carts, timeout=120, interval=0.5,
+                   what="every trigger fired")
+        timers = ours()
+        fired = [(t["trigger_id"], t["due_us"], t["done_us"]) for t in timers if t["state"] == "fired"]
+        mine = {t["trigger_id"] for t in timers}
+        sent = {o["trigger_id"]: o["status"] for o in store.outbox() if o["trigger_id"] in mine}
+        states = {st: sum(t["state"] == st for t in timers) for st in {t["state"] for t in timers}}
+        why = next((t["reason"] for t in timers if t["state"] != "fired"), None)
+        store.close()
         if states.get("fired", 0) < args.carts:
             log(f"  timers not fired: {states}; e.g. {why}")
         to_send = [t for t, st in sent.items() if st == "pending" or st == "delivered"]
@@ -310,7 +326,7 @@ def main() -> int:
         args.redis_rows, args.lookups = 100_000, 5000
     started = datetime.now(UTC).isoformat(timespec="seconds")
     load_before = os.getloadavg()[0]
-    only = set(args.only or ["ingest", "visibility", "redis-events", "triggers", "redis"])
+    only = args.only_set = set(args.only or ["ingest", "visibility", "redis-events", "triggers", "redis"])
     rows = []
     with tempfile.TemporaryDirectory(prefix="cvm-bench-realtime-") as tmp:
         scratch = Path(tmp)

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pyarrow.dataset as pads
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -50,6 +51,7 @@ def _write(root: Path, rows: list[tuple], duplicates: list[int]) -> int:
     return len(all_rows)
 
 
+@pytest.mark.slow  # 40 generated datasets, each built: make test, not make test-fast
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(FILES)
 def test_every_row_is_used_or_quarantined_with_a_reason(data):

@@ -118,6 +118,7 @@ def test_off_policy_estimates_are_the_formulas_on_the_log(served_home, simulated
     assert (out / "ope.csv").exists()
 
 
+@pytest.mark.slow  # trains several models: make test, not make test-fast
 def test_uplift_candidate_without_a_champion_and_a_bad_window_exit_2(served_home, simulated):
     tmp, logging, _, db = simulated
     base = ["nbo", "evaluate", "--dataset", str(served_home.dataset), "--catalog", str(logging),

@@ -129,6 +129,7 @@ def _shifted_copy(src: Path, dst: Path, cut: date) -> None:
     tx.to_parquet(tx_dir / "part-0.parquet", index=False)
 
 
+@pytest.mark.slow  # trains several models: make test, not make test-fast
 def test_nothing_at_or_after_as_of_changes_training(synth_dir, experiments_dir, tmp_path, mlflow_home):
     """Backtesting "as if today were as_of": rewriting every later transaction leaves the
     training data, the model and its test metrics identical (and a second run on the
@@ -153,6 +154,7 @@ def test_nothing_at_or_after_as_of_changes_training(synth_dir, experiments_dir, 
     assert a.rows == b.rows
 
 
+@pytest.mark.slow  # trains several models: make test, not make test-fast
 def test_the_gate_keeps_a_better_champion(synth_dir, experiments_dir, tmp_path, mlflow_home):
     """A second version that is worse on the same test snapshot stays challenger; the run
     says why; an equal retrain is promoted (at least as good)."""

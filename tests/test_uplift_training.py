@@ -94,6 +94,7 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
                           timeout=600, check=False)
 
 
+@pytest.mark.slow  # trains several models: make test, not make test-fast
 def test_train_uplift_on_the_simulation_log(served_home, tmp_path: Path):
     """The simulation's randomised log trains uplift; the run is in MLflow with every
     candidate and baseline, the model is registered as cvm-uplift, and it scores pairs."""
