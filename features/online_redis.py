@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 import pyarrow.parquet as pq
 
+from base.redis_client import redis_client
 from features.online_store import (
     KEY_COLUMN,
     PublishedSnapshot,
@@ -74,8 +75,7 @@ class RedisOnlineStore:
         self.dataset = dataset
         self.keep = keep
         self.prefix = f"cvm:{dataset}:"
-        self._redis = client or redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
-                                                     health_check_interval=10)
+        self._redis = client or redis_client(url, socket_timeout=2)
         self._errors = (redis.RedisError, OSError)
         self._lock = threading.Lock()
         self._layout: RowLayout | None = None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from base.redis_client import redis_client
 from scoring.triggers.store import OUTBOX_COLUMNS, TIMER_COLUMNS, Delivery, Timer
 
 _INT_COLUMNS = {"cause_us", "due_us", "created_us", "done_us", "attempts", "next_attempt_us", "delivered_us"}
@@ -130,12 +131,10 @@ class RedisTriggerStore:
     """``TriggerStore`` on a Redis server; safe to share between threads (the client pools)."""
 
     def __init__(self, url: str, dataset: str, *, client=None):
-        import redis
 
         self.url = url
         self.prefix = f"cvm:{dataset}:triggers:"
-        self._redis = client or redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2,
-                                                     health_check_interval=10)
+        self._redis = client or redis_client(url)
         scripts = {"take": _TAKE_LEASE, "release": _RELEASE_LEASE, "schedule": _SCHEDULE, "close": _CLOSE,
                    "fire": _FIRE, "delivered": _DELIVERED, "failed": _ATTEMPT_FAILED}
         self._scripts = {k: self._redis.register_script(v) for k, v in scripts.items()}

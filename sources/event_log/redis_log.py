@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from base.dates import to_us
+from base.redis_client import redis_client
 from sources.event_log.records import EVENT_COLUMNS, Event
 from sources.event_log.store import AppendCounts, TailRow
 
@@ -57,8 +58,7 @@ class RedisEventLog:
 
         self.url = url
         self.prefix = f"cvm:{dataset}:events:"
-        self._redis = client or redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2,
-                                                     health_check_interval=10)
+        self._redis = client or redis_client(url)
         self._errors = (redis.RedisError, OSError)
         self._script = self._redis.register_script(_APPEND)
 
